@@ -1,0 +1,1 @@
+"""Training code for rtdenoise models (needs the `train` extra: torch)."""
