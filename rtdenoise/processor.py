@@ -15,7 +15,10 @@ import numpy as np
 class FrameProcessor(Protocol):
     #: frames per call (K); the streamer buffers frames until it has this many
     block_frames: int
-    #: future frames the processor needs beyond the block (0 = causal)
+    #: future frames the processor needs beyond the block (0 = causal). A processor with
+    #: lookahead L is a delay line: given input frames [j, j+K) it writes the processed frames
+    #: [j-L, j-L+K) (frame j-L is final once frame j is seen). The streamer discards the first L
+    #: frames written after reset() and adds L*hop samples to its latency.
     lookahead_frames: int
 
     def reset(self, channels: int) -> None:
