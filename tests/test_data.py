@@ -1,0 +1,108 @@
+"""Training data: the produced mixture has the SNR that was asked; determinism; torch STFT ==
+scipy STFT (so training features equal inference features)."""
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+import torch
+
+from rtdenoise.evaluate import Pair, mix_pair
+from training import augment
+from training.data import MixConfig, MixtureSampler
+from training.torch_stft import TorchStft
+
+torch.set_num_threads(1)
+
+
+def _tone_utterances(rng, n_utts=6):
+    out = []
+    for i in range(n_utts):
+        n = int(rng.integers(2000, 9000))  # 0.25-1.1 s: some shorter than the crop
+        t = np.arange(n) / 8000
+        x = np.sin(2 * np.pi * (120 + 20 * i) * t) * np.hanning(n)
+        out.append((0.2 * x).astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    rng = np.random.default_rng(0)
+    noise = [rng.standard_normal(12000).astype(np.float32) * 0.1 for _ in range(3)]
+    cfg = MixConfig(
+        crop_s=1.0,
+        p_clip=0.0,
+        p_silence=0.0,
+        p_colored=0.5,
+        p_hum=0.5,
+        p_clicks=0.5,
+        p_babble=0.5,
+        p_telephone=0.5,
+        p_reverb=0.5,
+    )
+    return MixtureSampler(_tone_utterances(rng), noise, cfg)
+
+
+def test_mixture_snr_is_what_was_asked(sampler):
+    for i in range(40):
+        ex = sampler.example(seed=3, step=7, rank=0, index=i)
+        s = ex["speech"].astype(np.float64)
+        n = ex["noisy"].astype(np.float64) - s
+        measured = 10 * np.log10(np.mean(s**2) / np.mean(n**2))
+        assert abs(measured - ex["snr_db"]) < 0.1
+        assert -5 <= ex["snr_db"] <= 20
+        assert len(ex["noisy"]) == 8000 and np.max(np.abs(ex["noisy"])) <= 0.99 + 1e-6
+
+
+def test_mixtures_are_a_pure_function_of_seed_step_rank_index(sampler):
+    a = sampler.example(1, 2, 0, 3)
+    b = sampler.example(1, 2, 0, 3)
+    c = sampler.example(1, 2, 1, 3)
+    np.testing.assert_array_equal(a["noisy"], b["noisy"])
+    assert not np.array_equal(a["noisy"], c["noisy"])
+
+
+def test_reverb_target_is_early_part_of_rir():
+    rng = np.random.default_rng(0)
+    rir, early = augment.synthetic_rir(rng)
+    assert rir[0] == early[0] == 1.0
+    assert np.all(early[400:] == 0) and np.any(rir[400:] != 0)
+    np.testing.assert_array_equal(rir[:400], early[:400])
+
+
+@pytest.mark.parametrize("alpha,slope", [(0.0, 0.0), (1.0, -1.0), (2.0, -2.0)])
+def test_colored_noise_slope(alpha, slope):
+    x = augment.colored_noise(2**16, np.random.default_rng(0), alpha=alpha)
+    f, p = scipy.signal.welch(x, 8000, nperseg=1024)
+    sel = (f > 100) & (f < 3000)
+    fit = np.polyfit(np.log10(f[sel]), np.log10(p[sel]), 1)[0]
+    assert abs(fit - slope) < 0.15
+    assert np.sqrt(np.mean(x**2)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n", [8000, 8017, 1234])
+def test_torch_stft_matches_scipy(n):
+    x = np.random.default_rng(n).standard_normal(n)
+    _, _, z = scipy.signal.stft(x, fs=8000, nperseg=519, noverlap=488, scaling="spectrum")
+    st = TorchStft()
+    spec = st.stft(torch.from_numpy(x)[None].float())[0].numpy()
+    assert spec.shape == (z.shape[1], 260, 2) and st.n_frames(n) == z.shape[1]
+    np.testing.assert_allclose(spec[..., 0] + 1j * spec[..., 1], z.T, atol=1e-5)
+    _, xr = scipy.signal.istft(z, fs=8000, nperseg=519, noverlap=488, scaling="spectrum")
+    back = st.istft(torch.from_numpy(spec)[None], n)[0].numpy()
+    np.testing.assert_allclose(back, xr[:n], atol=1e-5)
+    np.testing.assert_allclose(back, x, atol=1e-5)
+
+
+def test_pairs_recipe_matches_readme(tmp_path):
+    rng = np.random.default_rng(0)
+    c = (0.1 * rng.standard_normal(3000)).astype(np.float32)
+    nz = (0.5 * rng.standard_normal(1000)).astype(np.float32)
+    sf.write(tmp_path / "c.flac", c, 8000, subtype="PCM_16")
+    sf.write(tmp_path / "n.flac", nz, 8000, subtype="PCM_16")
+    clean, noisy = mix_pair(Pair("c.flac", "n.flac", 200, 5.0), tmp_path)
+    c16, _ = sf.read(tmp_path / "c.flac", dtype="float32")
+    assert len(noisy) == len(c16)
+    snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean) ** 2.0))
+    assert snr == pytest.approx(5.0, abs=0.01)
+    assert np.max(np.abs(noisy)) <= 0.98 + 1e-6

@@ -1,0 +1,142 @@
+"""Synthetic noises and channel effects that real users meet (numpy, 8 kHz).
+
+Every generator takes an explicit ``np.random.Generator`` and returns float64 ``[n]`` at
+unit RMS (noises) or the processed signal (effects), so that a mixture is a pure function of
+its seed: that is what makes training resumable to the exact sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import butter, fftconvolve, sosfilt
+
+SR = 8000
+
+
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """Scale ``x`` [n] to RMS 1 (silence stays silence)."""
+    r = np.sqrt(np.mean(x**2))
+    return x / r if r > 1e-10 else x
+
+
+def colored_noise(n: int, rng: np.random.Generator, alpha: float | None = None) -> np.ndarray:
+    """Noise with power spectrum ~ 1/f**alpha: 0 white, 1 pink, 2 brown. [n], unit RMS."""
+    if alpha is None:
+        alpha = float(rng.choice([0.0, 1.0, 2.0]) + rng.uniform(-0.25, 0.25))
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    f[0] = f[1] if n > 1 else 1.0
+    spec *= (f / 100.0) ** (-alpha / 2)
+    spec[0] = 0.0
+    return unit_rms(np.fft.irfft(spec, n))
+
+
+def mains_hum(n: int, rng: np.random.Generator) -> np.ndarray:
+    """50 or 60 Hz hum with harmonics up to 4 kHz (random, decaying, buzz-like). [n]."""
+    f0 = float(rng.choice([50.0, 60.0])) * (1 + rng.uniform(-0.005, 0.005))
+    t = np.arange(n) / SR
+    decay = rng.uniform(0.5, 3.0)  # dB per harmonic
+    x = np.zeros(n)
+    for k in range(1, int((SR / 2 - 50) // f0) + 1):
+        amp = 10 ** (-decay * (k - 1) / 20) * rng.uniform(0.3, 1.0)
+        if k % 2 == 0:
+            amp *= rng.uniform(0.1, 1.0)  # rectifier buzz: odd/even imbalance
+        x += amp * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+    x *= 1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * t)  # slow wobble
+    return unit_rms(x)
+
+
+def clicks(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Clicks and keyboard-like transients: sparse, short, decaying band-passed bursts. [n]."""
+    rate = rng.uniform(2.0, 15.0)  # events per second
+    x = np.zeros(n)
+    n_events = max(1, rng.poisson(rate * n / SR))
+    for _ in range(n_events):
+        length = int(rng.uniform(0.002, 0.03) * SR)
+        burst = rng.standard_normal(length) * np.exp(-np.arange(length) / (length / 5 + 1))
+        if rng.random() < 0.7:  # keyboard-like: band-passed thump/clack
+            lo = rng.uniform(200, 1500)
+            sos = butter(
+                2, [lo, min(lo * rng.uniform(1.5, 4), 3900)], "bandpass", fs=SR, output="sos"
+            )
+            burst = sosfilt(sos, burst)
+        start = int(rng.integers(0, max(1, n - length)))
+        seg = x[start : start + length]
+        seg += burst[: len(seg)] * 10 ** rng.uniform(-1.5, 0)
+    return unit_rms(x)
+
+
+def babble(n: int, rng: np.random.Generator, utterances: list[np.ndarray]) -> np.ndarray:
+    """Babble: 3-7 other talkers, each a concatenation of random utterances. [n], unit RMS."""
+    x = np.zeros(n)
+    for _ in range(int(rng.integers(3, 8))):
+        talker = concat_utterances(n, rng, utterances, gap_s=(0.0, 0.1))
+        x += unit_rms(talker) * 10 ** rng.uniform(-0.5, 0)
+    return unit_rms(x)
+
+
+def concat_utterances(
+    n: int,
+    rng: np.random.Generator,
+    utterances: list[np.ndarray],
+    gap_s: tuple[float, float] = (0.0, 0.4),
+    first: np.ndarray | None = None,
+) -> np.ndarray:
+    """Fill ``n`` samples with random crops/concatenations of ``utterances`` and short gaps."""
+    out = np.zeros(n)
+    pos = int(rng.integers(0, int(gap_s[1] * SR) + 1)) if first is None else 0
+    u = first
+    while pos < n:
+        if u is None:
+            u = utterances[int(rng.integers(len(utterances)))]
+        if len(u) > n - pos:
+            off = int(rng.integers(0, len(u) - (n - pos) + 1)) if pos == 0 else 0
+            u = u[off : off + n - pos]
+        out[pos : pos + len(u)] = u
+        pos += len(u) + int(rng.uniform(*gap_s) * SR)
+        u = None
+    return out
+
+
+def telephone_band(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Second-order section filter of a random telephone band (~300-3400 Hz), returned with
+    the filter so the same channel can be applied to speech, target and noise."""
+    lo = rng.uniform(200, 400)
+    hi = rng.uniform(3000, 3700)
+    sos = butter(int(rng.integers(2, 5)), [lo, hi], "bandpass", fs=SR, output="sos")
+    return sosfilt(sos, x), sos
+
+
+def synthetic_rir(
+    rng: np.random.Generator, rt60_s: tuple[float, float] = (0.15, 0.7), early_ms: float = 50.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exponentially decaying noise room impulse response with a unit direct path.
+
+    Returns ``(rir [L], early [L])``: ``early`` keeps the direct path and the first
+    ``early_ms`` (the training target for reverberant inputs: early reflections help
+    intelligibility, late reverberation is removed like noise).
+    """
+    rt60 = rng.uniform(*rt60_s)
+    length = int(min(rt60, 1.0) * SR)
+    t = np.arange(length) / SR
+    tail = rng.standard_normal(length) * 10 ** (-3 * t / rt60)  # -60 dB at rt60
+    tail[0] = 0.0
+    drr = 10 ** (rng.uniform(-3, 12) / 10)  # direct-to-reverberant energy ratio
+    tail *= np.sqrt(1.0 / (drr * np.sum(tail**2) + 1e-12))
+    rir = tail.copy()
+    rir[0] = 1.0
+    early = rir.copy()
+    early[int(early_ms * SR / 1000) :] = 0.0
+    return rir, early
+
+
+def convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Causal convolution trimmed to ``len(x)``."""
+    return fftconvolve(x, h)[: len(x)]
+
+
+def soft_clip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mild clipping: hard clip at 50-90 % of the peak (what an overdriven input does)."""
+    peak = np.max(np.abs(x)) + 1e-12
+    thr = peak * rng.uniform(0.5, 0.9)
+    return np.clip(x, -thr, thr)

@@ -1,0 +1,198 @@
+"""On-the-fly noisy/clean mixtures from any folders of speech and noise.
+
+Audio is loaded once (any of wav/flac/ogg at any rate, resampled to 8 kHz with soxr) and kept
+in RAM. A mixture is a pure function of ``(seed, step, rank, index)``: the sampler has no
+hidden position, so resuming at step ``s`` replays exactly the batches an uninterrupted run
+would have drawn.
+
+Recipe of one training example (``MixConfig``):
+
+1. speech: a random crop of ``crop_s`` seconds; short clips (FSDD digits) are concatenated
+   with short gaps until the crop is full;
+2. optional room reverberation (synthetic exponentially decaying RIR); the target is then the
+   *early* reverberation (direct path + 50 ms), the late tail is treated as noise;
+3. noise: a random crop of a real noise recording and/or synthetic noises (coloured, mains
+   hum, clicks/keyboard, babble of other utterances), mixed at random relative levels;
+4. optional telephone band-limiting applied identically to speech, target and noise;
+5. the noise is scaled so that the SNR *of the produced mixture*, power(speech) /
+   power(noisy - speech), equals the drawn SNR (uniform in ``snr_db``);
+6. random level (RMS of the mixture in ``level_db`` dBFS), peak-limited to 0.99, and optional
+   mild clipping of the noisy input only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from rtdenoise.errors import UserError
+
+from . import augment as aug
+
+log = logging.getLogger(__name__)
+
+SR = 8000
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+CORPUS = Path("/work/shared/data/corpus")
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """How training mixtures are made (see the module docstring)."""
+
+    crop_s: float = 2.0
+    snr_db: tuple[float, float] = (-5.0, 20.0)
+    level_db: tuple[float, float] = (-35.0, -15.0)  # RMS of the mixture, dBFS
+    p_real_noise: float = 0.8
+    p_colored: float = 0.2
+    p_hum: float = 0.1
+    p_clicks: float = 0.1
+    p_babble: float = 0.15
+    p_telephone: float = 0.1
+    p_clip: float = 0.05
+    p_reverb: float = 0.0  # off by default: the target stays dry speech
+    p_silence: float = 0.03  # speech-free examples: the model must not invent speech
+    recipe: str = "real"  # "real" (waveform mixtures) or "seed" (Gaussian on the spectrogram)
+    seed_sigma: float = 1.0  # "seed" recipe: noise std relative to the spectrogram std
+
+    @staticmethod
+    def from_dict(d: dict) -> MixConfig:
+        d = dict(d)
+        for k in ("snr_db", "level_db"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return MixConfig(**d)
+
+
+def list_audio(dirs: list[str | Path]) -> list[Path]:
+    """All audio files (wav/flac/ogg) under ``dirs``, recursively, sorted."""
+    files: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise UserError(f"not a directory: {d}")
+        files += sorted(p for p in d.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+    if not files:
+        raise UserError(f"no audio files (wav/flac/ogg) under {', '.join(map(str, dirs))}")
+    return files
+
+
+def load_audio(path: Path, sample_rate: int = SR) -> np.ndarray:
+    """Read one file as mono float32 [n] at ``sample_rate`` (channel mean, soxr VHQ)."""
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    if sr != sample_rate:
+        x = soxr.resample(x, sr, sample_rate, quality="VHQ").astype(np.float32)
+    return x
+
+
+def load_dir(dirs: list[str | Path], min_len: int = 1, desc: str = "audio") -> list[np.ndarray]:
+    """Preload every file under ``dirs`` (mono float32 at 8 kHz); drops near-silent files."""
+    out = []
+    for p in tqdm(list_audio(dirs), desc=f"loading {desc}", leave=False, mininterval=2):
+        x = load_audio(p)
+        if len(x) >= min_len and np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-5:
+            out.append(x)
+    log.info("loaded %d %s files (%.1f min)", len(out), desc, sum(map(len, out)) / SR / 60)
+    return out
+
+
+@dataclass
+class MixtureSampler:
+    """Deterministic mixtures: ``example(seed, step, rank, index) -> (noisy [n], target [n])``."""
+
+    speech: list[np.ndarray]
+    noise: list[np.ndarray]
+    cfg: MixConfig = field(default_factory=MixConfig)
+
+    @classmethod
+    def from_dirs(
+        cls, clean_dirs: list[str | Path], noise_dirs: list[str | Path], cfg: MixConfig
+    ) -> MixtureSampler:
+        speech = load_dir(clean_dirs, min_len=int(0.1 * SR), desc="speech")
+        noise = load_dir(noise_dirs, min_len=int(0.1 * SR), desc="noise") if noise_dirs else []
+        return cls(speech, noise, cfg)
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.cfg.crop_s * SR))
+
+    def _noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        c = self.cfg
+        parts: list[np.ndarray] = []
+        if self.noise and rng.random() < c.p_real_noise:
+            rec = self.noise[int(rng.integers(len(self.noise)))].astype(np.float64)
+            off = int(rng.integers(len(rec)))
+            seg = np.resize(np.roll(rec, -off), n)  # tiles short recordings
+            parts.append(aug.unit_rms(seg))
+        if rng.random() < c.p_colored:
+            parts.append(aug.colored_noise(n, rng))
+        if rng.random() < c.p_hum:
+            parts.append(aug.mains_hum(n, rng))
+        if rng.random() < c.p_clicks:
+            parts.append(aug.clicks(n, rng))
+        if rng.random() < c.p_babble:
+            parts.append(aug.babble(n, rng, self.speech))
+        if not parts:
+            parts.append(aug.colored_noise(n, rng))
+        noise = np.zeros(n)
+        for p in parts:
+            noise += p * 10 ** (rng.uniform(-10, 0) / 20)
+        return noise
+
+    def example(self, seed: int, step: int, rank: int, index: int) -> dict[str, np.ndarray]:
+        """One mixture. Returns dict of float32 [n]: ``noisy``, ``target``, ``speech``
+        (the speech component actually in the mixture, reverberant if reverb was drawn) and
+        float ``snr_db`` (asked for; equals the mixture's SNR unless clipping was drawn)."""
+        c = self.cfg
+        rng = np.random.default_rng([seed, step, rank, index])
+        n = self.n_samples
+        if rng.random() < c.p_silence:
+            speech = np.zeros(n)
+        else:
+            speech = aug.concat_utterances(n, rng, self.speech).astype(np.float64)
+        target = speech
+        if rng.random() < c.p_reverb:
+            rir, early = aug.synthetic_rir(rng)
+            speech, target = aug.convolve(speech, rir), aug.convolve(speech, early)
+        noise = self._noise(n, rng)
+        if rng.random() < c.p_telephone:
+            speech, sos = aug.telephone_band(speech, rng)
+            target = aug.sosfilt(sos, target)
+            noise = aug.sosfilt(sos, noise)
+        snr = float(rng.uniform(*c.snr_db))
+        ps, pn = np.mean(speech**2), np.mean(noise**2)
+        if ps > 1e-12 and pn > 1e-12:
+            noise *= np.sqrt(ps / (pn * 10 ** (snr / 10)))
+        elif pn > 1e-12:  # speech-free example: noise at the level drawn below
+            noise /= np.sqrt(pn)
+        noisy = speech + noise
+        rms = np.sqrt(np.mean(noisy**2)) + 1e-12
+        gain = 10 ** (rng.uniform(*c.level_db) / 20) / rms
+        gain = min(gain, 0.99 / (np.max(np.abs(noisy)) + 1e-12))
+        noisy, speech, target = noisy * gain, speech * gain, target * gain
+        if rng.random() < c.p_clip:
+            noisy = aug.soft_clip(noisy, rng)
+        f32 = np.float32
+        return {
+            "noisy": noisy.astype(f32),
+            "target": target.astype(f32),
+            "speech": speech.astype(f32),
+            "snr_db": snr,
+        }
+
+    def batch(self, seed: int, step: int, rank: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``size`` examples stacked: (noisy [B, n], target [B, n]) float32."""
+        ex = [self.example(seed, step, rank, i) for i in range(size)]
+        return np.stack([e["noisy"] for e in ex]), np.stack([e["target"] for e in ex])
+
+
+def default_dirs(split: str) -> tuple[list[Path], list[Path]]:
+    """The corpus's ``{split}/clean`` and ``{split}/noise`` folders."""
+    return [CORPUS / split / "clean"], [CORPUS / split / "noise"]

@@ -1,0 +1,472 @@
+"""Train a denoiser: ``python -m training.train --config CFG.json [key.sub=value ...] --out DIR``.
+
+One command for the default model and for users' own data:
+
+- on-the-fly mixtures (``training.data``), features statistics measured on a sample of
+  training mixtures at start and stored in the model;
+- loss: compressed spectral loss + SI-SDR of the resynthesis + the VQ loss (``training.losses``);
+- AdamW, linear warmup + cosine decay, gradient clipping, AMP (bf16) on CUDA;
+- validation every ``train.val_every`` steps on a fixed subset of ``val/pairs.csv``
+  (PESQ-nb, STOI, SI-SDR, NSR) with best-checkpoint selection (``best.pt``);
+- exact resume from ``DIR/last.pt`` (model, optimizer, scheduler, RNG; the data position is the
+  step counter because every batch is a pure function of ``(seed, step, rank)``);
+- ``train.csv``/``val.csv`` logs and a tqdm bar; ``--max-minutes`` stops cleanly on a budget;
+- multi-GPU / multi-process through ``torchrun`` (DistributedDataParallel; gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from rtdenoise import metrics
+from rtdenoise.evaluate import mix_pair, read_pairs
+
+from .data import MixConfig, MixtureSampler
+from .losses import LossConfig, si_sdr_loss, spectral_loss
+from .torch_stft import TorchStft
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "model": {"preset": "rt"},
+    "data": {
+        "train_clean": ["/work/shared/data/corpus/train/clean"],
+        "train_noise": ["/work/shared/data/corpus/train/noise"],
+        "val_pairs": "/work/shared/data/corpus/val/pairs.csv",
+        "mix": {},
+    },
+    "loss": {},
+    "optim": {
+        "lr": 1e-3,
+        "weight_decay": 1e-2,
+        "betas": [0.9, 0.99],
+        "warmup_steps": 200,
+        "min_lr_ratio": 0.05,
+        "grad_clip": 3.0,
+    },
+    "train": {
+        "steps": 2000,
+        "batch_size": 8,
+        "log_every": 10,
+        "ckpt_every": 50,
+        "val_every": 250,
+        "val_pairs": 40,
+        "stats_examples": 64,
+        "threads": 0,  # 0 = torch default
+        "select": "pesq+0.1*si_sdr",
+    },
+}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def deep_update(base: dict, upd: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> None:
+    """``a.b.c=value`` (value parsed as JSON, else kept as a string) into ``cfg`` in place."""
+    if "=" not in item:
+        raise SystemExit(f"override must be key.sub=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        val = json.loads(raw)
+    except json.JSONDecodeError:
+        val = raw
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = val
+
+
+def load_config(path: str | None, overrides: list[str]) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        with open(path) as f:
+            cfg = deep_update(cfg, json.load(f))
+    for o in overrides:
+        apply_override(cfg, o)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(model_cfg: dict) -> torch.nn.Module:
+    """A ``DenoiserNet`` from the config's ``model`` section (preset + field overrides)."""
+    from rtdenoise.model import DenoiserNet, ModelConfig
+
+    d = dict(model_cfg)
+    preset = d.pop("preset", "rt")
+    mc = ModelConfig.preset(preset, **d) if hasattr(ModelConfig, "preset") else ModelConfig(**d)
+    return DenoiserNet(mc)
+
+
+def save_best(path: Path, model: torch.nn.Module, **extra: Any) -> None:
+    from rtdenoise.model import save_checkpoint
+
+    save_checkpoint(path, model, **extra)
+
+
+def model_features(model: torch.nn.Module, spec: torch.Tensor) -> torch.Tensor:
+    """The model's un-normalised input features [B, T, F] for the feature statistics."""
+    for name in ("raw_features", "features_raw", "compute_features", "features"):
+        fn = getattr(model, name, None)
+        if callable(fn):
+            return fn(spec)
+    mag = torch.sqrt(spec[..., 0] ** 2 + spec[..., 1] ** 2 + 1e-12)
+    return torch.log(mag + 1e-6)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Owns model, optimiser, data and logs; ``run()`` trains until steps or budget run out."""
+
+    def __init__(self, cfg: dict, out: Path, max_minutes: float | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.max_minutes = max_minutes
+        self.t_cfg = cfg["train"]
+        self.o_cfg = cfg["optim"]
+        self.seed = int(cfg["seed"])
+        self.ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+        if self.ddp:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if not dist.is_initialized():
+                dist.init_process_group(backend)
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        else:
+            self.rank, self.world = 0, 1
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            self.device = torch.device("cuda", local)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.t_cfg.get("threads"):
+            torch.set_num_threads(int(self.t_cfg["threads"]))
+        torch.manual_seed(self.seed + self.rank)
+        self.is_main = self.rank == 0
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        self.mix_cfg = MixConfig.from_dict(cfg["data"].get("mix", {}))
+        self.loss_cfg = LossConfig(**cfg.get("loss", {}))
+        d = cfg["data"]
+        self.sampler = MixtureSampler.from_dirs(d["train_clean"], d["train_noise"], self.mix_cfg)
+        self.stft = TorchStft().to(self.device)
+
+        self.model = build_model(cfg["model"]).to(self.device)
+        self.step = 0
+        self.best = -math.inf
+        self.optim = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.o_cfg["lr"],
+            betas=tuple(self.o_cfg["betas"]),
+            weight_decay=self.o_cfg["weight_decay"],
+        )
+        total = int(self.t_cfg["steps"])
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.optim,
+            lambda s: lr_lambda(
+                s, int(self.o_cfg["warmup_steps"]), total, float(self.o_cfg["min_lr_ratio"])
+            ),
+        )
+        last = self.out / "last.pt"
+        if last.exists():
+            self._load_state(last)
+            log.info("resumed from %s at step %d", last, self.step)
+        else:
+            self._init_feature_stats()
+        self.net: torch.nn.Module = self.model
+        if self.ddp:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.val_set: list[tuple[str, float, np.ndarray, np.ndarray]] | None = None
+        self._stop = False
+
+    # ------------------------------------------------------------------ state
+
+    def _init_feature_stats(self) -> None:
+        """Per-bin mean/std of the model's features over a sample of training mixtures."""
+        n = int(self.t_cfg["stats_examples"])
+        feats = []
+        with torch.no_grad():
+            for i in range(n):
+                ex = self.sampler.example(self.seed, 2**40, 0, i)  # a step no batch reaches
+                spec = self.stft.stft(torch.from_numpy(ex["noisy"])[None].to(self.device))
+                feats.append(model_features(self.model, spec)[0].float().cpu())
+        f = torch.cat(feats, 0)  # [sum T, F]
+        mean, std = f.mean(0), f.std(0).clamp_min(1e-3)
+        self.model.set_feature_stats(mean.to(self.device), std.to(self.device))
+        log.info("feature stats from %d mixtures: mean %.2f, std %.2f", n, mean.mean(), std.mean())
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optim": self.optim.state_dict(),
+            "sched": self.sched.state_dict(),
+            "step": self.step,
+            "best": self.best,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "config": self.cfg,
+        }
+
+    def _load_state(self, path: Path) -> None:
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.optim.load_state_dict(st["optim"])
+        self.sched.load_state_dict(st["sched"])
+        self.step, self.best = int(st["step"]), float(st["best"])
+        torch.set_rng_state(st["torch_rng"])
+        if st.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
+
+    def save_last(self) -> None:
+        if self.is_main:
+            tmp = self.out / "last.pt.tmp"
+            torch.save(self._state(), tmp)
+            os.replace(tmp, self.out / "last.pt")
+
+    # ------------------------------------------------------------------ training
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy_spec, target_spec [B, T, F, 2], target_wave [B, n]) for this step/rank."""
+        bs = int(self.t_cfg["batch_size"])
+        noisy, target = self.sampler.batch(self.seed, self.step, self.rank, bs)
+        noisy_t = torch.from_numpy(noisy).to(self.device)
+        target_t = torch.from_numpy(target).to(self.device)
+        tspec = self.stft.stft(target_t)
+        if self.mix_cfg.recipe == "seed":  # the original: Gaussian noise on the spectrogram
+            g = torch.Generator().manual_seed(hash((self.seed, self.step, self.rank)) % 2**62)
+            std = tspec.flatten(1).std(1).view(-1, 1, 1, 1)
+            noise = torch.randn(tspec.shape, generator=g).to(self.device)
+            nspec = tspec + self.mix_cfg.seed_sigma * std * noise
+        else:
+            nspec = self.stft.stft(noisy_t)
+        return nspec, tspec, target_t, noisy_t
+
+    def train_step(self) -> dict[str, float]:
+        self.net.train()
+        nspec, tspec, target, _ = self._batch()
+        amp = self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            mask, vq_loss, ppl = self.net(nspec)
+        mask = mask.float()
+        est = nspec * mask.unsqueeze(-1)
+        l_spec = spectral_loss(est, tspec, self.loss_cfg)
+        loss = l_spec + self.loss_cfg.w_vq * vq_loss.float()
+        l_sdr = torch.zeros(())
+        if self.loss_cfg.w_sisdr > 0:
+            wave = self.stft.istft(est, target.shape[-1])
+            l_sdr = si_sdr_loss(wave, target)
+            loss = loss + self.loss_cfg.w_sisdr * l_sdr
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.o_cfg["grad_clip"])
+        self.optim.step()
+        self.sched.step()
+        self.step += 1
+        return {
+            "loss": float(loss.detach()),
+            "spec": float(l_spec.detach()),
+            "neg_sisdr": float(l_sdr.detach()),
+            "vq": float(vq_loss.detach()),
+            "ppl": float(ppl.detach()),
+            "grad_norm": float(gn),
+            "lr": self.sched.get_last_lr()[0],
+        }
+
+    # ------------------------------------------------------------------ validation
+
+    def _load_val(self) -> None:
+        n = int(self.t_cfg["val_pairs"])
+        csv_path = Path(self.cfg["data"]["val_pairs"])
+        pairs = read_pairs(csv_path)
+        idx = np.unique(np.linspace(0, len(pairs) - 1, min(n, len(pairs))).round().astype(int))
+        cache: dict[str, np.ndarray] = {}
+        self.val_set = []
+        for i in idx:
+            clean, noisy = mix_pair(pairs[i], csv_path.parent, cache)
+            self.val_set.append((pairs[i].name, pairs[i].snr_db, clean, noisy))
+
+    @torch.no_grad()
+    def enhance(self, noisy: np.ndarray) -> np.ndarray:
+        """Offline forward of one utterance: noisy [n] -> enhanced [n] (float32)."""
+        self.model.eval()
+        x = torch.from_numpy(noisy)[None].to(self.device)
+        spec = self.stft.stft(x)
+        mask = self.model(spec)[0].float()
+        return self.stft.istft(spec * mask.unsqueeze(-1), x.shape[-1])[0].cpu().numpy()
+
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            self._load_val()
+        assert self.val_set is not None
+        rows = []
+        for _, _, clean, noisy in self.val_set:
+            rows.append(metrics.score(clean, self.enhance(noisy), max_lag=0))
+        keys = ("pesq", "stoi", "si_sdr", "nsr")
+        return {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+
+    def noisy_baseline(self) -> dict[str, float]:
+        if self.val_set is None:
+            self._load_val()
+        assert self.val_set is not None
+        rows = [metrics.score(c, n, max_lag=0) for _, _, c, n in self.val_set]
+        return {
+            k: float(np.nanmean([r[k] for r in rows])) for k in ("pesq", "stoi", "si_sdr", "nsr")
+        }
+
+    def selection_score(self, m: dict[str, float]) -> float:
+        return m["pesq"] + 0.1 * m["si_sdr"]
+
+    # ------------------------------------------------------------------ loop
+
+    def _append_csv(self, name: str, row: dict[str, Any]) -> None:
+        path = self.out / name
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d: saving and stopping after this step", signum)
+        self._stop = True
+
+    def run(self) -> dict[str, float]:
+        total = int(self.t_cfg["steps"])
+        t0 = time.monotonic()
+        if self.is_main:
+            (self.out / "config.json").write_text(json.dumps(self.cfg, indent=2))
+            try:
+                signal.signal(signal.SIGTERM, self._handle_signal)
+            except ValueError:  # not the main thread
+                pass
+            if not (self.out / "val.csv").exists() and self.t_cfg["val_every"] > 0:
+                base = self.noisy_baseline()
+                self._append_csv("val.csv", {"step": "noisy", **base, "score": "", "best": ""})
+                log.info("noisy val baseline: %s", base)
+        last_stats: dict[str, float] = {}
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            disable=not self.is_main,
+            dynamic_ncols=True,
+            mininterval=5,
+            desc="train",
+        )
+        t_step = time.monotonic()
+        while self.step < total and not self._stop:
+            last_stats = self.train_step()
+            bar.update(1)
+            if self.is_main and self.step % int(self.t_cfg["log_every"]) == 0:
+                dt = (time.monotonic() - t_step) / int(self.t_cfg["log_every"])
+                t_step = time.monotonic()
+                row = {
+                    "step": self.step,
+                    **last_stats,
+                    "sec_per_step": dt,
+                    "elapsed_min": (time.monotonic() - t0) / 60,
+                }
+                self._append_csv("train.csv", row)
+                bar.set_postfix(loss=f"{last_stats['loss']:.4f}", ppl=f"{last_stats['ppl']:.0f}")
+            ve = int(self.t_cfg["val_every"])
+            if ve > 0 and (self.step % ve == 0 or self.step == total):
+                self._validate_and_select()
+            if self.step % int(self.t_cfg["ckpt_every"]) == 0:
+                self.save_last()
+            if self.max_minutes is not None and (time.monotonic() - t0) / 60 > self.max_minutes:
+                log.warning(
+                    "time budget of %.1f min reached at step %d", self.max_minutes, self.step
+                )
+                break
+            if self.ddp:  # every rank stops together
+                flag = torch.tensor([int(self._stop)], device=self.device)
+                dist.all_reduce(flag)
+                self._stop = bool(flag.item())
+        bar.close()
+        self.save_last()
+        if self.ddp:
+            dist.barrier()
+        return last_stats
+
+    def _validate_and_select(self) -> None:
+        if self.is_main:
+            m = self.validate()
+            s = self.selection_score(m)
+            is_best = s > self.best
+            if is_best:
+                self.best = s
+                save_best(
+                    self.out / "best.pt", self.model, step=self.step, val=m, train_config=self.cfg
+                )
+            self._append_csv("val.csv", {"step": self.step, **m, "score": s, "best": int(is_best)})
+            log.info("step %d val %s%s", self.step, m, " (best)" if is_best else "")
+        if self.ddp:
+            dist.barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON config (merged over the built-in defaults)")
+    p.add_argument("--out", required=True, help="run folder (resumes from OUT/last.pt)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, Path(args.out), args.max_minutes)
+    trainer.run()
+    if trainer.ddp:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
