@@ -144,7 +144,9 @@ def test_resume_gives_exactly_the_same_next_steps(tmp_path, monkeypatch):
     resumed = T.Trainer(_cfg(data, 6), tmp_path / "part")
     assert resumed.step == 3
     resumed.run()
-    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (k, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), k
     sa, sb = full.optim.state_dict()["state"], resumed.optim.state_dict()["state"]
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
