@@ -1,0 +1,595 @@
+"""The VQ-VAE SE-U-Net mask estimator: causal streaming preset ``rt`` and the design's ``seed``.
+
+Both presets map the raw complex noisy STFT ``spec [B, T, F, 2]`` (real, imag) to a bounded real
+gain mask ``[B, T, F]`` in [0, 1] (sigmoid), applied to the complex noisy spectrum by the caller.
+Features are computed inside: log power ``log(|X|^2 + eps)`` normalised per bin with statistics
+stored in the model (``set_feature_stats``).
+
+``rt`` (default, streaming): a U-Net over ``[B, C, T, F]`` that downsamples only in frequency
+(stride 2 per stage, 260 -> 130 -> 65 -> 33 -> 17 -> 9), causal in time (time kernel 2 with
+left-only context; dilated residual convs in the bottleneck), skips by concatenation, an SE
+block on every stage squeezed causally over frequency and the last ``context_frames`` (260)
+frames, and the vector quantizer at the bottleneck. The offline ``forward`` runs the very same
+code as the streaming ``step`` with an all-zero initial state, so streaming equals offline.
+
+Streaming state (``init_state``/``state_names``): each causal conv's past input frames, each SE
+block's history of per-frame channel means (the window sum is recomputed from the history every
+step, so it never drifts), and the quantized codes of past frames needed by the post-quantizer
+conv (cached, never recomputed; only new frames are looked up).
+
+``seed`` (offline only): faithful to the design (four 2x2 max-pooled stages of two 3x3
+conv+BN+ReLU+Dropout, widths 64-1024, SE reduction 16, codebook 512 x 64, non-causal) over
+260 x 260 windows, overlap-added with a Hann weighting at half-window hop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vq import VectorQuantizer
+
+log = logging.getLogger(__name__)
+
+N_FREQS = 260
+FRAMES_PER_SECOND = 8000 / 31
+
+
+# ============================================================================ config
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the mask network; travels inside checkpoints (``asdict``)."""
+
+    preset: str = "rt"
+    n_freqs: int = N_FREQS
+    #: channels per encoder stage; each stage halves the frequency axis
+    widths: tuple[int, ...] = (8, 12, 16, 24, 32)
+    time_kernel: int = 2
+    freq_kernel: int = 3
+    #: dilations of the residual causal time convs in the bottleneck (rt)
+    bottleneck_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    bottleneck_freq_kernel: int = 1
+    se_reduction: int = 4
+    se_min_hidden: int = 4
+    #: SE squeeze window in frames (the design's square window: 260 frames = 1 s)
+    context_frames: int = 260
+    codebook_size: int = 512
+    code_dim: int = 64
+    commitment: float = 0.25
+    vq_ema: bool = True
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 0.5
+    dropout: float = 0.0
+    #: future frames the mask may depend on (0 = strictly causal)
+    lookahead_frames: int = 0
+    feat_eps: float = 1e-10
+    #: seed preset: 260-frame windows overlap-added at this hop
+    window_frames: int = 260
+    window_hop: int = 130
+    #: initial bias of the mask logit (sigmoid(2) = 0.88: start close to passthrough)
+    mask_bias_init: float = 2.0
+
+    @property
+    def causal(self) -> bool:
+        return self.preset == "rt"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
+        return cls(**kw)
+
+
+def preset_config(name: str = "rt", **overrides: object) -> ModelConfig:
+    """The named preset (``rt`` or ``seed``) with optional field overrides."""
+    if name == "rt":
+        base = ModelConfig()
+    elif name == "seed":
+        base = ModelConfig(
+            preset="seed",
+            widths=(64, 128, 256, 512, 1024),
+            freq_kernel=3,
+            time_kernel=3,
+            se_reduction=16,
+            dropout=0.1,
+            bottleneck_dilations=(),
+        )
+    else:
+        raise ValueError(f"unknown preset {name!r} (expected 'rt' or 'seed')")
+    return dataclasses.replace(base, **overrides)
+
+
+# ============================================================================ blocks
+class ConvNormAct(nn.Module):
+    """Conv2d (no time padding) + BatchNorm + ReLU + Dropout over ``[B, C, T, F]``."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: tuple[int, int],
+        stride_f: int = 1,
+        dilation_t: int = 1,
+        pad_t: int = 0,
+        dropout: float = 0.0,
+        act: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            cin,
+            cout,
+            kernel,
+            stride=(1, stride_f),
+            padding=(pad_t, kernel[1] // 2),
+            dilation=(dilation_t, 1),
+            bias=False,
+        )
+        self.norm = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU() if act else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.act(self.norm(self.conv(x))))
+
+
+class CausalConv(nn.Module):
+    """Causal-in-time conv block with an explicit cache of past input frames.
+
+    forward(x ``[B, Cin, T, F]``, cache ``[B, Cin, ctx, F]``) -> (y ``[B, Cout, T, F']``,
+    new cache ``[B, Cin, ctx, F]``) with ``ctx = (time_kernel - 1) * dilation``. A zero cache is
+    the offline left padding, so a whole utterance and any split into blocks give the same output.
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: tuple[int, int],
+        stride_f: int = 1,
+        dilation_t: int = 1,
+        dropout: float = 0.0,
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.ctx = (kernel[0] - 1) * dilation_t
+        assert self.ctx > 0, "a causal conv needs a time kernel > 1"
+        self.cin = cin
+        self.residual = residual
+        self.block = ConvNormAct(cin, cout, kernel, stride_f, dilation_t, 0, dropout)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xx = torch.cat([cache, x], dim=2)
+        y = self.block(xx)
+        if self.residual:
+            y = y + x
+        return y, xx[:, :, -self.ctx :]
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation: channel gains from a squeezed context, ``[B, C, T, F]`` in/out.
+
+    causal: per-frame channel means over frequency, averaged over the last ``context`` frames
+    (zero history before the start; the window sum is recomputed from the cached history each
+    call, so streaming equals offline exactly). Non-causal (seed): global mean over T and F.
+    forward(x, hist ``[B, C, context-1, 1]``) -> (y, new hist).
+    """
+
+    def __init__(
+        self, channels: int, reduction: int, min_hidden: int, context: int, causal: bool
+    ) -> None:
+        super().__init__()
+        hidden = max(min_hidden, channels // reduction)
+        self.context = context
+        self.causal = causal
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.causal:
+            m = x.mean(dim=3, keepdim=True)  # [B, C, T, 1]
+            mm = torch.cat([hist, m], dim=2)
+            s = F.avg_pool2d(mm, (self.context, 1), stride=1)  # [B, C, T, 1]
+            new_hist = mm[:, :, 1 - self.context :]
+        else:
+            s = x.mean(dim=(2, 3), keepdim=True)
+            new_hist = hist
+        g = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+        return x * g, new_hist
+
+
+def _up_output_padding(f_in: int, f_out: int) -> int:
+    """Output padding of a (1, 3) stride-2 padding-1 transposed conv mapping f_in -> f_out."""
+    op = f_out - (2 * f_in - 1)
+    assert op in (0, 1), (f_in, f_out)
+    return op
+
+
+class UpStage(nn.Module):
+    """Decoder stage of rt: frame-local (1, 3) stride-2 transposed conv + BN + ReLU + SE."""
+
+    def __init__(self, cin: int, cout: int, f_in: int, f_out: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(
+            cin,
+            cout,
+            (1, 3),
+            stride=(1, 2),
+            padding=(0, 1),
+            output_padding=(0, _up_output_padding(f_in, f_out)),
+            bias=False,
+        )
+        self.norm = nn.BatchNorm2d(cout)
+        self.se = SqueezeExcite(cout, cfg.se_reduction, cfg.se_min_hidden, cfg.context_frames, True)
+
+    def forward(self, x: torch.Tensor, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.se(torch.relu(self.norm(self.conv(x))), hist)
+
+
+# ============================================================================ rt U-Net
+class RtUNet(nn.Module):
+    """Causal frequency-only U-Net; features ``[B, 1, T, F]`` -> mask logits ``[B, 1, T, F]``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w = list(cfg.widths)
+        kt, kf = cfg.time_kernel, cfg.freq_kernel
+        freqs = [cfg.n_freqs]
+        for _ in w:
+            freqs.append((freqs[-1] + 1) // 2)
+        self.freqs = freqs
+        ctx = cfg.context_frames
+        se = lambda c: SqueezeExcite(c, cfg.se_reduction, cfg.se_min_hidden, ctx, True)  # noqa: E731
+        self.enc = nn.ModuleList()
+        self.enc_se = nn.ModuleList()
+        cin = 1
+        for c in w:
+            self.enc.append(CausalConv(cin, c, (kt, kf), stride_f=2, dropout=cfg.dropout))
+            self.enc_se.append(se(c))
+            cin = c
+        self.mid = nn.ModuleList(
+            CausalConv(w[-1], w[-1], (kt, cfg.bottleneck_freq_kernel), dilation_t=d, residual=True)
+            for d in cfg.bottleneck_dilations
+        )
+        self.mid_se = se(w[-1])
+        self.pre_vq = nn.Conv2d(w[-1], cfg.code_dim, 1)
+        self.vq = VectorQuantizer(
+            cfg.codebook_size,
+            cfg.code_dim,
+            cfg.commitment,
+            cfg.vq_ema,
+            cfg.ema_decay,
+            dead_threshold=cfg.dead_code_threshold,
+        )
+        # post-quantizer conv is causal: its cache holds the quantized codes of past frames
+        self.post_vq = CausalConv(cfg.code_dim, w[-1], (kt, 1))
+        self.dec = nn.ModuleList()
+        n = len(w)
+        for i in range(n - 1, -1, -1):  # level i: cat(u, skip_i) at freqs[i+1] -> freqs[i]
+            cout = w[i - 1] if i > 0 else w[0]
+            self.dec.append(UpStage(2 * w[i], cout, freqs[i + 1], freqs[i], cfg))
+        self.out = nn.Conv2d(w[0] + 1, 1, (1, kf), padding=(0, kf // 2))
+        nn.init.constant_(self.out.bias, cfg.mask_bias_init)
+        self._names, self._shapes = self._state_layout(cfg)
+
+    def _state_layout(self, cfg: ModelConfig) -> tuple[list[str], list[tuple[int, int, int]]]:
+        names: list[str] = []
+        shapes: list[tuple[int, int, int]] = []  # per batch item: [C, frames, F]
+        hist = cfg.context_frames - 1
+        for i, conv in enumerate(self.enc):
+            names.append(f"enc{i}_conv")
+            shapes.append((conv.cin, conv.ctx, self.freqs[i]))
+            names.append(f"enc{i}_se")
+            shapes.append((cfg.widths[i], hist, 1))
+        for j, conv in enumerate(self.mid):
+            names.append(f"mid{j}_conv")
+            shapes.append((conv.cin, conv.ctx, self.freqs[-1]))
+        names.append("mid_se")
+        shapes.append((cfg.widths[-1], hist, 1))
+        names.append("codes")
+        shapes.append((cfg.code_dim, self.post_vq.ctx, self.freqs[-1]))
+        for k, stage in enumerate(self.dec):
+            names.append(f"dec{k}_se")
+            shapes.append((stage.norm.num_features, hist, 1))
+        return names, shapes
+
+    def encode(
+        self, x: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """x ``[B, 1, T, F]`` -> (pre-quantizer latent ``[B, D, T, F_b]``, skips, new states)."""
+        new: list[torch.Tensor] = []
+        skips: list[torch.Tensor] = []
+        si = 0
+        for conv, se in zip(self.enc, self.enc_se):
+            x, c = conv(x, state[si])
+            x, h = se(x, state[si + 1])
+            new.append(c)
+            new.append(h)
+            skips.append(x)
+            si += 2
+        for conv in self.mid:
+            x, c = conv(x, state[si])
+            new.append(c)
+            si += 1
+        x, h = self.mid_se(x, state[si])
+        new.append(h)
+        return self.pre_vq(x), skips, new
+
+    def decode(
+        self,
+        q: torch.Tensor,
+        skips: list[torch.Tensor],
+        feat: torch.Tensor,
+        state: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """quantized ``[B, D, T, F_b]`` -> (mask logits ``[B, 1, T, F]``, new states)."""
+        si = len(state) - len(self.dec) - 1
+        new: list[torch.Tensor] = []
+        u, c = self.post_vq(q, state[si])
+        new.append(c)
+        si += 1
+        n = len(skips)
+        for k, stage in enumerate(self.dec):
+            u, h = stage(torch.cat([u, skips[n - 1 - k]], dim=1), state[si])
+            new.append(h)
+            si += 1
+        return self.out(torch.cat([u, feat], dim=1)), new
+
+    def init_state(self, batch: int) -> list[torch.Tensor]:
+        p = self.out.weight
+        return [torch.zeros((batch,) + s, dtype=p.dtype, device=p.device) for s in self._shapes]
+
+    @torch.jit.unused
+    def forward_offline(
+        self, feat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = self.init_state(feat.shape[0])
+        z, skips, _ = self.encode(feat, state)
+        q, loss, ppl = self.vq(z)
+        logits, _ = self.decode(q, skips, feat, state)
+        return logits, loss, ppl
+
+    def step(
+        self, feat: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        z, skips, new_enc = self.encode(feat, state)
+        q = self.vq.quantize(z)
+        logits, new_dec = self.decode(q, skips, feat, state)
+        return logits, new_enc + new_dec
+
+
+# ============================================================================ seed U-Net
+class SeedUNet(nn.Module):
+    """The design's non-causal U-Net over 260 x 260 windows (offline only)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w = list(cfg.widths)
+        k = (cfg.time_kernel, cfg.freq_kernel)
+        pad_t = cfg.time_kernel // 2
+        self.cfg = cfg
+
+        def double(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                ConvNormAct(cin, cout, k, pad_t=pad_t, dropout=cfg.dropout),
+                ConvNormAct(cout, cout, k, pad_t=pad_t, dropout=cfg.dropout),
+            )
+
+        def se(c: int) -> SqueezeExcite:
+            return SqueezeExcite(c, cfg.se_reduction, 1, cfg.window_frames, False)
+
+        self.down = nn.ModuleList()
+        self.down_se = nn.ModuleList()
+        cin = 1
+        for c in w[:-1]:
+            self.down.append(double(cin, c))
+            self.down_se.append(se(c))
+            cin = c
+        self.bottom = double(w[-2], w[-1])
+        self.bottom_se = se(w[-1])
+        self.pre_vq = nn.Conv2d(w[-1], cfg.code_dim, 1)
+        self.vq = VectorQuantizer(
+            cfg.codebook_size,
+            cfg.code_dim,
+            cfg.commitment,
+            cfg.vq_ema,
+            cfg.ema_decay,
+            dead_threshold=cfg.dead_code_threshold,
+        )
+        self.post_vq = nn.Conv2d(cfg.code_dim, w[-1], 1)
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        self.up_se = nn.ModuleList()
+        for i in range(len(w) - 1, 0, -1):
+            self.up.append(nn.ConvTranspose2d(w[i], w[i - 1], 2, stride=2))
+            self.up_conv.append(double(2 * w[i - 1], w[i - 1]))
+            self.up_se.append(se(w[i - 1]))
+        self.out = nn.Conv2d(w[0], 1, 1)
+        nn.init.constant_(self.out.bias, cfg.mask_bias_init)
+        self._empty = torch.zeros(0)
+
+    def window(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of windows ``[N, 1, W, F]`` -> (logits ``[N, 1, W, F]``, loss, perplexity)."""
+        e = self._empty
+        skips = []
+        for conv, se in zip(self.down, self.down_se):
+            x, _ = se(conv(x), e)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x, _ = self.bottom_se(self.bottom(x), e)
+        q, loss, ppl = self.vq(self.pre_vq(x))
+        x = self.post_vq(q)
+        for up, conv, se, skip in zip(self.up, self.up_conv, self.up_se, reversed(skips)):
+            x = up(x)
+            x = F.pad(x, (0, skip.shape[3] - x.shape[3], 0, skip.shape[2] - x.shape[2]))
+            x, _ = se(conv(torch.cat([x, skip], dim=1)), e)
+        return self.out(x), loss, ppl
+
+    def forward_offline(
+        self, feat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """feat ``[B, 1, T, F]`` -> logits via Hann-weighted overlap-add of 260-frame windows."""
+        b, _, t, f = feat.shape
+        win, hop = self.cfg.window_frames, self.cfg.window_hop
+        n = max(1, math.ceil((t - win) / hop) + 1) if t > win else 1
+        total = (n - 1) * hop + win
+        x = F.pad(feat, (0, 0, 0, total - t))
+        frames = torch.stack([x[:, :, i * hop : i * hop + win] for i in range(n)], dim=1)
+        logits, loss, ppl = self.window(frames.reshape(b * n, 1, win, f))
+        logits = logits.reshape(b, n, win, f)
+        wt = torch.hann_window(win + 2, periodic=False, dtype=feat.dtype, device=feat.device)[1:-1]
+        out = feat.new_zeros(b, total, f)
+        norm = feat.new_zeros(total, 1)
+        for i in range(n):
+            out[:, i * hop : i * hop + win] += logits[:, i] * wt[:, None]
+            norm[i * hop : i * hop + win] += wt[:, None]
+        return (out / norm)[:, None, :t], loss, ppl
+
+    def init_state(self, batch: int) -> list[torch.Tensor]:
+        return []
+
+    def step(
+        self, feat: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise RuntimeError("the seed preset is offline only (non-causal); use preset 'rt'")
+
+
+# ============================================================================ the model
+class DenoiserNet(nn.Module):
+    """Mask estimator: complex noisy STFT ``[B, T, F, 2]`` -> gain mask ``[B, T, F]`` in [0, 1].
+
+    ``forward`` (offline, whole utterance) -> (mask, vq_loss ``[]``, perplexity ``[]``).
+    ``step(spec [B, K, F, 2], state)`` -> (mask ``[B, K, F]``, new state), pure, any K >= 1;
+    mask frame k of a step belongs to input frame ``n + k - lookahead_frames``.
+    """
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        self.cfg = cfg
+        self.lookahead = cfg.lookahead_frames
+        self.feat_eps = cfg.feat_eps
+        self.register_buffer("feat_mean", torch.full((cfg.n_freqs,), -14.0))
+        self.register_buffer("feat_std", torch.full((cfg.n_freqs,), 4.0))
+        self.net = RtUNet(cfg) if cfg.causal else SeedUNet(cfg)
+
+    @torch.jit.unused
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-bin mean/std ``[F]`` of ``log(|X|^2 + eps)`` over training data."""
+        with torch.no_grad():
+            self.feat_mean.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
+            self.feat_std.copy_(torch.as_tensor(std, dtype=self.feat_std.dtype).clamp_min(1e-3))
+
+    def features(self, spec: torch.Tensor) -> torch.Tensor:
+        """spec ``[B, T, F, 2]`` -> normalised log power ``[B, 1, T, F]``."""
+        p = (spec * spec).sum(dim=3)
+        return ((torch.log(p + self.feat_eps) - self.feat_mean) / self.feat_std).unsqueeze(1)
+
+    @torch.jit.unused
+    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """spec ``[B, T, F, 2]`` -> (mask ``[B, T, F]``, vq_loss ``[]``, perplexity ``[]``)."""
+        t = spec.shape[1]
+        if self.lookahead > 0:
+            spec = F.pad(spec, (0, 0, 0, 0, 0, self.lookahead))
+        logits, loss, ppl = self.net.forward_offline(self.features(spec))
+        mask = torch.sigmoid(logits[:, 0])
+        return mask[:, self.lookahead : self.lookahead + t], loss, ppl
+
+    @torch.jit.export
+    def init_state(self, batch: int = 1) -> list[torch.Tensor]:
+        """All-zero streaming state for ``batch`` streams (list, order of ``state_names``)."""
+        return self.net.init_state(batch)
+
+    @torch.jit.unused
+    def state_names(self) -> list[str]:
+        return list(self.net._names) if self.cfg.causal else []
+
+    @torch.jit.export
+    def step(
+        self, spec: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """spec ``[B, K, F, 2]`` + state -> (mask ``[B, K, F]``, new state); inputs untouched."""
+        logits, new_state = self.net.step(self.features(spec), state)
+        return torch.sigmoid(logits[:, 0]), new_state
+
+
+# ============================================================================ complexity
+@torch.no_grad()
+def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[str, float]:
+    """Parameter count and multiply-accumulates per STFT frame and per second of audio.
+
+    Counted with hooks on convs and pools during an eval-mode offline forward of ``frames``
+    frames (seed: one 260-frame window), plus the quantizer's distance matmul.
+    """
+    cfg = cfg or ModelConfig()
+    model = DenoiserNet(cfg).eval()
+    if not cfg.causal:
+        frames = cfg.window_frames
+    macs = [0]
+
+    def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(mod, nn.ConvTranspose2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            macs[0] += inp[0].numel() * mod.out_channels // mod.groups * k
+        elif isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            macs[0] += out.numel() * mod.in_channels // mod.groups * k
+        elif isinstance(mod, VectorQuantizer):
+            macs[0] += out[0].numel() * mod.codebook_size  # [M, D] x [D, N]
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, VectorQuantizer))
+    ]
+    spec = torch.randn(1, frames, cfg.n_freqs, 2) * 0.01
+    model(spec)
+    for h in handles:
+        h.remove()
+    # causal SE window averages: context adds per channel per frame
+    se_adds = sum(
+        m.fc1.in_channels * cfg.context_frames
+        for m in model.modules()
+        if isinstance(m, SqueezeExcite) and m.causal
+    )
+    per_frame = macs[0] / frames + se_adds
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "params": params,
+        "macs_per_frame": per_frame,
+        "macs_per_second": per_frame * FRAMES_PER_SECOND,
+    }
+
+
+# ============================================================================ checkpoints
+def save_checkpoint(path: str | Path, model: DenoiserNet, **extra: object) -> None:
+    """Weights, buffers and config in one file (``extra``: e.g. epoch, metrics, optimizer)."""
+    payload = {"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "extra": extra}
+    torch.save(payload, str(path))
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
+    """Rebuild the model from a checkpoint alone (eval mode); ``.extra`` holds the extras."""
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(str(path), map_location=map_location, weights_only=False)
+        cfg = ModelConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+        raise UserError(f"not an rtdenoise checkpoint: {path} ({exc})") from exc
+    model = DenoiserNet(cfg)
+    model.load_state_dict(payload["state_dict"])
+    model.extra = payload.get("extra", {})
+    return model.eval()
