@@ -207,6 +207,25 @@ class SqueezeExcite(nn.Module):
         return x * g, new_hist
 
 
+class DownStage(nn.Module):
+    """Encoder stage of rt: causal stride-2 (in frequency) conv + SE.
+
+    forward(x, conv cache, SE history) -> (y, new conv cache, new SE history).
+    """
+
+    def __init__(self, conv: CausalConv, se: SqueezeExcite) -> None:
+        super().__init__()
+        self.conv = conv
+        self.se = se
+
+    def forward(
+        self, x: torch.Tensor, cache: torch.Tensor, hist: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, c = self.conv(x, cache)
+        y, h = self.se(y, hist)
+        return y, c, h
+
+
 def _up_output_padding(f_in: int, f_out: int) -> int:
     """Output padding of a (1, 3) stride-2 padding-1 transposed conv mapping f_in -> f_out."""
     op = f_out - (2 * f_in - 1)
@@ -250,11 +269,11 @@ class RtUNet(nn.Module):
         ctx = cfg.context_frames
         se = lambda c: SqueezeExcite(c, cfg.se_reduction, cfg.se_min_hidden, ctx, True)  # noqa: E731
         self.enc = nn.ModuleList()
-        self.enc_se = nn.ModuleList()
         cin = 1
         for c in w:
-            self.enc.append(CausalConv(cin, c, (kt, kf), stride_f=2, dropout=cfg.dropout))
-            self.enc_se.append(se(c))
+            self.enc.append(
+                DownStage(CausalConv(cin, c, (kt, kf), stride_f=2, dropout=cfg.dropout), se(c))
+            )
             cin = c
         self.mid = nn.ModuleList(
             CausalConv(w[-1], w[-1], (kt, cfg.bottleneck_freq_kernel), dilation_t=d, residual=True)
@@ -285,9 +304,9 @@ class RtUNet(nn.Module):
         names: list[str] = []
         shapes: list[tuple[int, int, int]] = []  # per batch item: [C, frames, F]
         hist = cfg.context_frames - 1
-        for i, conv in enumerate(self.enc):
+        for i, stage in enumerate(self.enc):
             names.append(f"enc{i}_conv")
-            shapes.append((conv.cin, conv.ctx, self.freqs[i]))
+            shapes.append((stage.conv.cin, stage.conv.ctx, self.freqs[i]))
             names.append(f"enc{i}_se")
             shapes.append((cfg.widths[i], hist, 1))
         for j, conv in enumerate(self.mid):
@@ -309,9 +328,8 @@ class RtUNet(nn.Module):
         new: list[torch.Tensor] = []
         skips: list[torch.Tensor] = []
         si = 0
-        for conv, se in zip(self.enc, self.enc_se):
-            x, c = conv(x, state[si])
-            x, h = se(x, state[si + 1])
+        for stage in self.enc:
+            x, c, h = stage(x, state[si], state[si + 1])
             new.append(c)
             new.append(h)
             skips.append(x)
@@ -421,14 +439,16 @@ class SeedUNet(nn.Module):
         """One batch of windows ``[N, 1, W, F]`` -> (logits ``[N, 1, W, F]``, loss, perplexity)."""
         e = self._empty
         skips = []
-        for conv, se in zip(self.down, self.down_se):
+        for conv, se in zip(self.down, self.down_se, strict=True):
             x, _ = se(conv(x), e)
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x, _ = self.bottom_se(self.bottom(x), e)
         q, loss, ppl = self.vq(self.pre_vq(x))
         x = self.post_vq(q)
-        for up, conv, se, skip in zip(self.up, self.up_conv, self.up_se, reversed(skips)):
+        for up, conv, se, skip in zip(
+            self.up, self.up_conv, self.up_se, reversed(skips), strict=True
+        ):
             x = up(x)
             x = F.pad(x, (0, skip.shape[3] - x.shape[3], 0, skip.shape[2] - x.shape[2]))
             x, _ = se(conv(torch.cat([x, skip], dim=1)), e)
