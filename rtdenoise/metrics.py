@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import numpy as np
 from scipy.signal import fftconvolve
@@ -91,14 +92,23 @@ def pesq_nb(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) ->
 
 
 def stoi(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Short-time objective intelligibility (pystoi); nan if the signal is too short."""
+    """Short-time objective intelligibility (pystoi); nan if the signal is too short.
+
+    pystoi returns 1e-5 (with a warning) when fewer than 30 non-silent frames (~0.4 s of speech)
+    remain; that is "undefined", not "unintelligible", so it is reported as nan here and left
+    out of aggregates (FSDD digits are often that short).
+    """
     from pystoi import stoi as _stoi
 
     ref, deg = _as_1d(ref), _as_1d(deg)
-    try:
-        val = float(_stoi(ref, deg, sample_rate, extended=False))
-    except Exception as exc:  # pystoi raises on signals shorter than its 30-frame window
-        log.debug("STOI failed: %s", exc)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            val = float(_stoi(ref, deg, sample_rate, extended=False))
+        except Exception as exc:  # pystoi raises on signals shorter than its window
+            log.debug("STOI failed: %s", exc)
+            return math.nan
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
         return math.nan
     return val
 

@@ -63,3 +63,8 @@ def test_score_reports_lag_and_orders_quality():
 def test_pesq_silence_is_nan_not_exception():
     z = np.zeros(8000)
     assert math.isnan(metrics.pesq_nb(z, z))
+
+
+def test_stoi_too_short_is_nan_not_1e5():
+    x = _speechlike(2000)
+    assert math.isnan(metrics.stoi(x, x))

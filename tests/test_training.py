@@ -107,7 +107,7 @@ def _fixed_batch_loss(tr: T.Trainer) -> float:
     tr.model.eval()
     with torch.no_grad():
         mask = tr.model(nspec)[0]
-    return float(T.spectral_loss(nspec * mask.unsqueeze(-1), tspec, tr.loss_cfg))
+    return float(T.spectral_loss(nspec * mask.unsqueeze(-1), tspec, tr.loss_cfg, nspec))
 
 
 def test_overrides_parse_json_and_strings():

@@ -27,12 +27,17 @@ def _mag(spec: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(spec[..., 0] ** 2 + spec[..., 1] ** 2 + 1e-12)
 
 
-def spectral_loss(est: torch.Tensor, ref: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """est, ref: [B, T, F, 2] -> scalar. Normalised per example by mean(|ref|^(2c))."""
+def spectral_loss(
+    est: torch.Tensor, ref: torch.Tensor, cfg: LossConfig, noisy: torch.Tensor | None = None
+) -> torch.Tensor:
+    """est, ref, noisy: [B, T, F, 2] -> scalar. Normalised per example by the compressed power
+    mean(|X|^(2c)) of the noisy input (of ``ref`` if not given): level-independent, and bounded
+    for speech-free examples whose target is silence."""
     c = cfg.compress
     m_est, m_ref = _mag(est), _mag(ref)
     cm_est, cm_ref = m_est**c, m_ref**c
-    norm = (cm_ref**2).mean(dim=(1, 2)) + 1e-8  # [B]
+    norm_src = cm_ref if noisy is None else _mag(noisy) ** c
+    norm = (norm_src**2).mean(dim=(1, 2)) + 1e-8  # [B]
     l_mag = ((cm_est - cm_ref) ** 2).mean(dim=(1, 2))
     c_est = est * (cm_est / m_est).unsqueeze(-1)
     c_ref = ref * (cm_ref / m_ref).unsqueeze(-1)
@@ -49,7 +54,7 @@ def si_sdr_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     tgt = alpha.unsqueeze(-1) * ref
     err = est - tgt
     sdr = 10 * torch.log10(((tgt**2).sum(-1) + 1e-8) / ((err**2).sum(-1) + 1e-8))
-    valid = ref_pow > 1e-6 * ref.shape[-1] * 1e-6  # RMS above -60 dBFS
+    valid = ref_pow > 1e-6 * ref.shape[-1]  # mean power above -60 dBFS
     if not bool(valid.any()):
         return est.new_zeros(())
     return -(sdr[valid]).mean()

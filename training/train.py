@@ -119,12 +119,10 @@ def load_config(path: str | None, overrides: list[str]) -> dict:
 
 def build_model(model_cfg: dict) -> torch.nn.Module:
     """A ``DenoiserNet`` from the config's ``model`` section (preset + field overrides)."""
-    from rtdenoise.model import DenoiserNet, ModelConfig
+    from rtdenoise.model import DenoiserNet, preset_config
 
-    d = dict(model_cfg)
-    preset = d.pop("preset", "rt")
-    mc = ModelConfig.preset(preset, **d) if hasattr(ModelConfig, "preset") else ModelConfig(**d)
-    return DenoiserNet(mc)
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()}
+    return DenoiserNet(preset_config(d.pop("preset", "rt"), **d))
 
 
 def save_best(path: Path, model: torch.nn.Module, **extra: Any) -> None:
@@ -134,13 +132,13 @@ def save_best(path: Path, model: torch.nn.Module, **extra: Any) -> None:
 
 
 def model_features(model: torch.nn.Module, spec: torch.Tensor) -> torch.Tensor:
-    """The model's un-normalised input features [B, T, F] for the feature statistics."""
-    for name in ("raw_features", "features_raw", "compute_features", "features"):
-        fn = getattr(model, name, None)
-        if callable(fn):
-            return fn(spec)
-    mag = torch.sqrt(spec[..., 0] ** 2 + spec[..., 1] ** 2 + 1e-12)
-    return torch.log(mag + 1e-6)
+    """Un-normalised input features [B, T, F] whose per-bin statistics the model stores:
+    ``log(|X|^2 + eps)`` (the contract of ``DenoiserNet.set_feature_stats``)."""
+    raw = getattr(model, "raw_features", None)
+    if callable(raw):
+        return raw(spec)
+    eps = float(getattr(getattr(model, "cfg", None), "feat_eps", 1e-10))
+    return torch.log((spec * spec).sum(-1) + eps)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -291,7 +289,7 @@ class Trainer:
             mask, vq_loss, ppl = self.net(nspec)
         mask = mask.float()
         est = nspec * mask.unsqueeze(-1)
-        l_spec = spectral_loss(est, tspec, self.loss_cfg)
+        l_spec = spectral_loss(est, tspec, self.loss_cfg, nspec)
         loss = l_spec + self.loss_cfg.w_vq * vq_loss.float()
         l_sdr = torch.zeros(())
         if self.loss_cfg.w_sisdr > 0:
