@@ -509,6 +509,11 @@ class DenoiserNet(nn.Module):
             self.feat_mean.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
             self.feat_std.copy_(torch.as_tensor(std, dtype=self.feat_std.dtype).clamp_min(1e-3))
 
+    @torch.jit.unused
+    def raw_features(self, spec: torch.Tensor) -> torch.Tensor:
+        """spec ``[B, T, F, 2]`` -> un-normalised ``log(|X|^2 + eps)`` ``[B, T, F]``."""
+        return torch.log((spec * spec).sum(dim=3) + self.feat_eps)
+
     def features(self, spec: torch.Tensor) -> torch.Tensor:
         """spec ``[B, T, F, 2]`` -> normalised log power ``[B, 1, T, F]``."""
         p = (spec * spec).sum(dim=3)

@@ -95,6 +95,11 @@ class VectorQuantizer(nn.Module):
         Training mode: straight-through output ``z + sg(q - z)``, EMA updates and restarts.
         Eval mode: exactly ``codebook[indices]``, loss computed but nothing updated.
         """
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z.float())
+
+    @torch.jit.unused
+    def _forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.training and not bool(self.initted):
             self._data_init(z)
         sqnorm = self.codebook.pow(2).sum(1) if self.training else self.code_sqnorm
