@@ -34,55 +34,56 @@ OVERFLOW_POLICIES = ("drop_oldest", "refuse")
 
 
 @numba.njit(cache=True, nogil=True)
-def _copy_in(buf: np.ndarray, start: int, x: np.ndarray, count: int) -> None:  # pragma: no cover
-    """buf [cap, C] <- x[:count] [n, C], starting at ring index ``start``, wrapping around."""
-    cap, ch = buf.shape
+def _flat_in(buf: np.ndarray, start: int, x: np.ndarray, count: int) -> None:
+    """buf [cap*C] <- x[:count] (1-D, contiguous), starting at flat index ``start``, wrapping."""
+    cap = buf.shape[0]
     first = min(count, cap - start)
-    if x.flags.c_contiguous:
-        bf = buf.reshape(cap * ch)
-        xf = x.reshape(x.shape[0] * ch)
-        off = start * ch
-        for i in range(first * ch):
-            bf[off + i] = xf[i]
-        m = first * ch
-        for i in range((count - first) * ch):
-            bf[i] = xf[m + i]
-    else:
-        for i in range(first):
-            for c in range(ch):
-                buf[start + i, c] = x[i, c]
-        for i in range(count - first):
-            for c in range(ch):
-                buf[i, c] = x[first + i, c]
+    for i in range(first):
+        buf[start + i] = x[i]
+    for i in range(count - first):
+        buf[i] = x[first + i]
 
 
 @numba.njit(cache=True, nogil=True)
-def _copy_out(buf: np.ndarray, start: int, out: np.ndarray, count: int) -> None:  # pragma: no cover
-    """out[:count] [n, C] <- buf from ring index ``start`` (wrapping); out[count:] <- 0."""
-    cap, ch = buf.shape
-    n = out.shape[0]
+def _flat_out(buf: np.ndarray, start: int, out: np.ndarray, count: int) -> None:
+    """out[:count] <- buf from flat index ``start`` (wrapping); out[count:] <- 0."""
+    cap = buf.shape[0]
     first = min(count, cap - start)
-    if out.flags.c_contiguous:
-        bf = buf.reshape(cap * ch)
-        of = out.reshape(n * ch)
-        off = start * ch
-        for i in range(first * ch):
-            of[i] = bf[off + i]
-        m = first * ch
-        for i in range((count - first) * ch):
-            of[m + i] = bf[i]
-        for i in range(count * ch, n * ch):
-            of[i] = 0
-    else:
-        for i in range(first):
-            for c in range(ch):
-                out[i, c] = buf[start + i, c]
-        for i in range(count - first):
-            for c in range(ch):
-                out[first + i, c] = buf[i, c]
-        for i in range(count, n):
-            for c in range(ch):
-                out[i, c] = 0
+    for i in range(first):
+        out[i] = buf[start + i]
+    for i in range(count - first):
+        out[first + i] = buf[i]
+    for i in range(count, out.shape[0]):
+        out[i] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _strided_in(buf: np.ndarray, start: int, x: np.ndarray, count: int) -> None:
+    """buf [cap, C] <- x[:count] [n, C] (any strides), starting at row ``start``, wrapping."""
+    cap, ch = buf.shape
+    first = min(count, cap - start)
+    for i in range(first):
+        for c in range(ch):
+            buf[start + i, c] = x[i, c]
+    for i in range(count - first):
+        for c in range(ch):
+            buf[i, c] = x[first + i, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _strided_out(buf: np.ndarray, start: int, out: np.ndarray, count: int) -> None:
+    """out[:count] [n, C] (any strides) <- buf from row ``start`` (wrapping); out[count:] <- 0."""
+    cap, ch = buf.shape
+    first = min(count, cap - start)
+    for i in range(first):
+        for c in range(ch):
+            out[i, c] = buf[start + i, c]
+    for i in range(count - first):
+        for c in range(ch):
+            out[first + i, c] = buf[i, c]
+    for i in range(count, out.shape[0]):
+        for c in range(ch):
+            out[i, c] = 0
 
 
 class RingBuffer:
@@ -107,6 +108,7 @@ class RingBuffer:
         self.channels = int(channels)
         self.overflow = overflow
         self._buf = np.zeros((self.capacity, self.channels), dtype)
+        self._flat = self._buf.reshape(-1)  # contiguous sources/destinations copy as 1-D runs
         self.reset()
 
     def reset(self) -> None:
@@ -162,7 +164,14 @@ class RingBuffer:
         x = self._as2d(x)
         count, lead = self._reserve(x.shape[0])
         if count:
-            _copy_in(self._buf, self._written % self.capacity, x[lead:] if lead else x, count)
+            if lead:
+                x = x[lead:]
+            start = self._written % self.capacity
+            if x.flags.c_contiguous:
+                ch = self.channels
+                _flat_in(self._flat, start * ch, x.reshape(-1), count * ch)
+            else:
+                _strided_in(self._buf, start, x, count)
             self._written += count
         return count
 
@@ -176,6 +185,13 @@ class RingBuffer:
         self._written += count
         return count
 
+    def _copy_out(self, start: int, out: np.ndarray, count: int) -> None:
+        if out.flags.c_contiguous:
+            ch = self.channels
+            _flat_out(self._flat, start * ch, out.reshape(-1), count * ch)
+        else:
+            _strided_out(self._buf, start, out, count)
+
     def read(self, out: np.ndarray) -> int:
         """Fill ``out`` ``[n, C]`` (or ``[n]``) with the oldest samples -> number really read.
 
@@ -184,7 +200,7 @@ class RingBuffer:
         out = self._as2d(out)
         n = out.shape[0]
         count = min(n, self._written - self._consumed)
-        _copy_out(self._buf, self._consumed % self.capacity, out, count)
+        self._copy_out(self._consumed % self.capacity, out, count)
         self._consumed += count
         self.underflows += n - count
         return count
@@ -196,7 +212,7 @@ class RingBuffer:
         avail = self._written - self._consumed
         offset = min(max(int(offset), 0), avail)
         count = min(out.shape[0], avail - offset)
-        _copy_out(self._buf, (self._consumed + offset) % self.capacity, out, count)
+        self._copy_out((self._consumed + offset) % self.capacity, out, count)
         return count
 
     def skip(self, n: int) -> int:

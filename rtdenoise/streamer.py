@@ -1,0 +1,281 @@
+"""The streaming engine: samples in, processed samples out, same count, fixed latency.
+
+:class:`Streamer` composes the data path and owns every buffer on it::
+
+    x [n, C] at sample_rate -> StreamingResampler (-> 8 kHz)          (only if rates differ)
+      -> StftAnalyzer (hop 31) -> processor, K frames per call
+      -> StftSynthesizer (exact overlap-add) -> RingBuffer (latency prefill)
+      -> StreamingResampler (8 kHz ->) -> RingBuffer (rate FIFO) -> y [n, C] at sample_rate
+
+``feed(x)`` returns exactly as many samples as it is given: ``y[t] = processed(x)[t - L]`` with
+``L = latency_samples`` (the first ``L`` samples of a stream are zeros). ``flush()`` feeds ``L``
+zeros and returns the tail; ``process(x)`` runs a whole signal and returns it time-aligned.
+
+Latency at 8 kHz with a processor of ``K`` frames per call and ``La`` lookahead frames is
+``nperseg - 1 + (K - 1 + La) * hop`` (518 samples = 64.75 ms for K=1, La=0): a frame can be
+analysed only once its last sample has arrived, and the synthesis releases ``K * hop`` samples
+per block, so the first sample of a block must wait for the block's last. With resampling the
+total group delay ``d_out + (d_in + L8) * sample_rate / 8000`` is rounded to whole device
+samples; the residual fractional delay (``residual_delay``, within +-0.5 sample; zero at 8, 16
+and 48 kHz) is left in the signal.
+
+A processor with lookahead ``La`` is a delay line (see ``processor.FrameProcessor``): the first
+``La`` frames it writes after ``reset`` are discarded. Multi-channel audio is processed per
+channel: the processor gets ``[C, K, F]``.
+
+Buffers are preallocated; per call the engine allocates only the FFT results of each batch of
+up to ``max_frames`` frames (scipy.fft has no ``out=``), not per hop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .processor import FrameProcessor, IdentityProcessor
+from .ring import RingBuffer
+from .stft import StftAnalyzer, StftConfig, StftSynthesizer
+
+log = logging.getLogger(__name__)
+
+#: frames per batched FFT call (rounded up to a multiple of the processor's block)
+DEFAULT_MAX_FRAMES = 64
+
+
+class _Core:
+    """The engine at the STFT rate: ``feed(x [m, C], out [m, C])``, latency ``latency``."""
+
+    def __init__(
+        self, processor: FrameProcessor, channels: int, cfg: StftConfig, max_frames: int
+    ) -> None:
+        k = int(processor.block_frames)
+        la = int(processor.lookahead_frames)
+        if k < 1 or la < 0:
+            raise ValueError(f"bad processor framing: block_frames={k}, lookahead_frames={la}")
+        self.processor = processor
+        self.cfg = cfg
+        self.channels = channels
+        self.k = k
+        self.lookahead = la
+        self.latency = cfg.latency(k, la)
+        self.max_frames = k * max(1, -(-max_frames // k))
+        #: largest segment fed at once: leaves room for the K-1 frames that may be pending
+        self.segment = (self.max_frames - k + 1) * cfg.hop
+        self.analyzer = StftAnalyzer(cfg, channels, self.max_frames)
+        self.synth = StftSynthesizer(cfg, channels, self.max_frames)
+        f = cfg.n_freqs
+        self._proc = np.zeros((channels, self.max_frames, f), np.complex64)
+        self._blk_in = np.zeros((channels, k, f), np.complex64)
+        self._blk_out = np.zeros((channels, k, f), np.complex64)
+        self.ring = RingBuffer(
+            self.latency + self.segment + k * cfg.hop, channels, np.float32, "refuse"
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        self.analyzer.reset()
+        self.synth.reset()
+        self.processor.reset(self.channels)
+        self._drop = self.lookahead
+        self.ring.reset()
+        self.ring.write_zeros(self.latency)
+
+    def _run_blocks(self, frames: np.ndarray) -> int:
+        """frames complex64 [C, nb*K, F] -> processed frames in self._proc[:, :kept]."""
+        k = self.k
+        proc = self._proc
+        direct = self.channels == 1  # block slices are contiguous: no copies
+        kept = 0
+        for s in range(0, frames.shape[1], k):
+            if direct:
+                out = proc[:, kept : kept + k]
+                self.processor.process(frames[:, s : s + k], out)
+            else:
+                self._blk_in[:] = frames[:, s : s + k]
+                self.processor.process(self._blk_in, self._blk_out)
+                proc[:, kept : kept + k] = self._blk_out
+            if self._drop:  # the processor's first `lookahead` frames precede the stream
+                d = min(self._drop, k)
+                self._drop -= d
+                proc[:, kept : kept + k - d] = proc[:, kept + d : kept + k].copy()
+                kept += k - d
+            else:
+                kept += k
+        return kept
+
+    def feed(self, x: np.ndarray, out: np.ndarray) -> None:
+        """x float32 [m, C] -> out [m, C] (may alias nothing in x)."""
+        m = x.shape[0]
+        seg = self.segment
+        for a in range(0, m, seg):
+            b = min(a + seg, m)
+            self.analyzer.push(x[a:b].T)
+            n_frames = (self.analyzer.available // self.k) * self.k
+            if n_frames:
+                frames = self.analyzer.pop(n_frames)
+                kept = self._run_blocks(frames)
+                samples = self.synth.push(self._proc[:, :kept])
+                self.ring.write(samples.T)
+            self.ring.read(out[a:b])
+
+
+class Streamer:
+    """Block-by-block denoising engine with a fixed, exact latency.
+
+    processor: any :class:`~rtdenoise.processor.FrameProcessor` (default: identity, 1 frame).
+    sample_rate: rate of the audio fed and returned; resampled to/from ``stft.sample_rate``.
+    channels: C; ``feed`` takes ``[n]`` (C == 1) or ``[n, C]``.
+    """
+
+    def __init__(
+        self,
+        processor: FrameProcessor | None = None,
+        sample_rate: int = 8000,
+        channels: int = 1,
+        stft: StftConfig = StftConfig(),  # noqa: B008 - frozen dataclass
+        max_frames: int = DEFAULT_MAX_FRAMES,
+    ) -> None:
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
+        self.processor: FrameProcessor = processor or IdentityProcessor(block_frames=1)
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.stft = stft
+        self._core = _Core(self.processor, self.channels, stft, max_frames)
+        self._resampling = self.sample_rate != stft.sample_rate
+        if self._resampling:
+            self._init_resampling()
+        else:
+            self._latency = self._core.latency
+            self.residual_delay = 0.0
+        self.reset()
+        log.debug(
+            "streamer: %d Hz x %d ch, K=%d, lookahead=%d, latency %d samples (%.2f ms)",
+            self.sample_rate,
+            self.channels,
+            self._core.k,
+            self._core.lookahead,
+            self._latency,
+            self.latency_ms,
+        )
+
+    def _init_resampling(self) -> None:
+        from .resample import StreamingResampler
+
+        sr, sr8, c = self.sample_rate, self.stft.sample_rate, self.channels
+        self._rs_in = StreamingResampler(sr, sr8, c)
+        self._rs_out = StreamingResampler(sr8, sr, c)
+        group = self._rs_out.delay + (self._rs_in.delay + self._core.latency) * sr / sr8
+        # the rate FIFO must never run dry: prefill it by the chain's worst count deficit
+        self._prefill = _count_deficit(self._rs_in, self._rs_out, sr)
+        self._latency = self._prefill + int(round(group))
+        #: delay left in the output beyond latency_samples, in device samples (|.| <= 0.5)
+        self.residual_delay = float(self._prefill + group - self._latency)
+        # device samples per sub-chunk: one core segment at 8 kHz at most
+        self._chunk = max(1, (self._core.segment - 2) * sr // sr8)
+        n8 = -(-self._chunk * sr8 // sr) + 2
+        self._buf8_in = np.zeros((n8, c), np.float32)
+        self._buf8_out = np.zeros((n8, c), np.float32)
+        self._buf_dev = np.zeros((-(-n8 * sr // sr8) + 2, c), np.float32)
+        cap = self._prefill + self._chunk + self._buf_dev.shape[0] + 8
+        self._fifo = RingBuffer(cap, c, np.float32, "refuse")
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def latency_samples(self) -> int:
+        """Output delay in samples at ``sample_rate``: ``y[t] = processed(x)[t - latency]``."""
+        return self._latency
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self._latency / self.sample_rate
+
+    @property
+    def block_frames(self) -> int:
+        return self._core.k
+
+    @property
+    def underflows(self) -> int:
+        """Samples the internal FIFOs had to zero-fill (0 unless something is broken)."""
+        n = self._core.ring.underflows
+        return n + (self._fifo.underflows if self._resampling else 0)
+
+    def reset(self) -> None:
+        """Forget the stream: the next ``feed`` behaves like the first one of a new Streamer."""
+        self._core.reset()
+        if self._resampling:
+            self._rs_in.reset()
+            self._rs_out.reset()
+            self._fifo.reset()
+            self._fifo.write_zeros(self._prefill)
+
+    def feed(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """x: float ``[n]`` (one channel) or ``[n, C]`` -> float32 of the same shape.
+
+        ``out`` (float32, same shape as ``x``) avoids allocating the result.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        flat = x.ndim == 1
+        if flat and self.channels == 1:
+            x2 = x.reshape(-1, 1)
+        elif x.ndim == 2 and x.shape[1] == self.channels:
+            x2 = x
+        else:
+            raise ValueError(f"expected [n, {self.channels}] samples, got shape {x.shape}")
+        if out is None:
+            out = np.empty(x.shape, np.float32)
+        elif out.shape != x.shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {x.shape}")
+        out2 = out.reshape(-1, 1) if flat else out
+        if not self._resampling:
+            self._core.feed(x2, out2)
+            return out
+        n = x2.shape[0]
+        for a in range(0, n, self._chunk):
+            b = min(a + self._chunk, n)
+            y8 = self._rs_in.process(x2[a:b], out=self._buf8_in)
+            z8 = self._buf8_out[: y8.shape[0]]
+            self._core.feed(y8, z8)
+            w = self._rs_out.process(z8, out=self._buf_dev)
+            self._fifo.write(w)
+            self._fifo.read(out2[a:b])
+        return out
+
+    def flush(self) -> np.ndarray:
+        """Feed ``latency_samples`` zeros -> the tail ``[latency_samples]`` (or ``[.., C]``)."""
+        shape = (self._latency,) if self.channels == 1 else (self._latency, self.channels)
+        return self.feed(np.zeros(shape, np.float32))
+
+    def process(self, x: np.ndarray, block: int = 4096) -> np.ndarray:
+        """A whole signal ``[n]`` or ``[n, C]`` -> time-aligned output of the same shape.
+
+        Resets first, feeds ``block`` samples at a time, flushes and drops the latency.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        self.reset()
+        y = np.empty((x.shape[0] + self._latency,) + x.shape[1:], np.float32)
+        n = x.shape[0]
+        for a in range(0, n, block):
+            b = min(a + block, n)
+            self.feed(x[a:b], out=y[a:b])
+        self.feed(np.zeros(y[x.shape[0] :].shape, np.float32), out=y[x.shape[0] :])
+        return y[self._latency :]
+
+
+def _count_deficit(rs_in: object, rs_out: object, sr: int) -> int:
+    """Worst shortfall of chain output count vs input count, in device samples (>= 0).
+
+    Uses the resamplers' ``total_output(n)`` (count after n inputs, any chunking) when they have
+    it; otherwise assumes a resampler may hold back one output sample per call.
+    """
+    tin = getattr(rs_in, "total_output", None)
+    tout = getattr(rs_out, "total_output", None)
+    if tin is None or tout is None:
+        return 2 + -(-sr // 8000)
+    period = sr // math.gcd(sr, 8000)  # the count pattern repeats every `period` inputs
+    return max(0, max(i - tout(tin(i)) for i in range(2 * period + 1)))

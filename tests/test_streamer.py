@@ -1,0 +1,186 @@
+"""Streamer invariants: streaming == offline, exact reconstruction, blocks, channels, causality."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtdenoise.processor import IdentityProcessor
+from rtdenoise.stft import StftConfig, istft, stft
+from rtdenoise.streamer import Streamer
+
+CFG = StftConfig()
+CHUNKS = [1, 30, 31, 32, 519, 4000]
+
+
+class SmoothProcessor:
+    """Stateful test processor with lookahead L: P[t] = g*(0.5 Z[t] + 0.3 Z[t+L]) + 0.2 P[t-1].
+
+    Follows the FrameProcessor contract: given input frames [j, j+K) it writes frames
+    [j-L, j-L+K); the L frames before the stream start are zeros and do not touch the state.
+    """
+
+    def __init__(self, block_frames=1, lookahead_frames=0):
+        self.block_frames = block_frames
+        self.lookahead_frames = lookahead_frames
+        self.gain = np.linspace(0.2, 1.0, CFG.n_freqs)
+
+    def reset(self, channels):
+        self.hist = np.zeros((channels, self.lookahead_frames + 1, CFG.n_freqs), np.complex128)
+        self.prev = np.zeros((channels, CFG.n_freqs), np.complex128)
+        self.seen = 0
+
+    def process(self, frames, out):
+        assert frames.shape == out.shape and frames.shape[1] == self.block_frames
+        for k in range(frames.shape[1]):
+            self.hist[:, :-1] = self.hist[:, 1:].copy()
+            self.hist[:, -1] = frames[:, k]
+            self.seen += 1
+            if self.seen <= self.lookahead_frames:
+                out[:, k] = 0
+                continue
+            p = self.gain * (0.5 * self.hist[:, 0] + 0.3 * self.hist[:, -1]) + 0.2 * self.prev
+            self.prev = p
+            out[:, k] = p
+
+
+def offline_reference(x, lookahead=0):
+    """istft(process(stft(x))) for x [n] or [n, C], offline in float64, same length as x."""
+    x = np.asarray(x, np.float64)
+    xt = x.T if x.ndim == 2 else x
+    latency = CFG.latency(1, lookahead) + 4 * CFG.hop
+    pad = np.zeros(xt.shape[:-1] + (latency,))
+    z = stft(np.concatenate([xt, pad], axis=-1), CFG)
+    z = z if z.ndim == 3 else z[None]
+    g = np.linspace(0.2, 1.0, CFG.n_freqs)
+    p = np.zeros_like(z)
+    prev = 0
+    n_frames = z.shape[1]
+    for t in range(n_frames):
+        ahead = z[:, t + lookahead] if t + lookahead < n_frames else 0
+        prev = g * (0.5 * z[:, t] + 0.3 * ahead) + 0.2 * prev
+        p[:, t] = prev
+    y = istft(p, CFG, length=xt.shape[-1])
+    return y.T if x.ndim == 2 else y[0]
+
+
+def _signal(n, channels=None, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (n,) if channels is None else (n, channels)
+    return (0.5 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _feed_chunks(streamer, x, chunks):
+    outs, pos = [], 0
+    for c in chunks:
+        piece = x[pos : pos + c]
+        pos += c
+        y = streamer.feed(piece)
+        assert y.shape == piece.shape and y.dtype == np.float32
+        outs.append(y)
+    return np.concatenate(outs)
+
+
+def test_latency_numbers():
+    assert Streamer().latency_samples == 518
+    assert Streamer(IdentityProcessor(4)).latency_samples == 518 + 3 * 31
+    assert Streamer(SmoothProcessor(3, 2)).latency_samples == 518 + 4 * 31
+    assert Streamer().latency_samples == CFG.latency_samples
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_identity_reconstructs_exactly_delayed(chunk):
+    x = _signal(4500, seed=chunk)
+    s = Streamer()
+    y = _feed_chunks(s, x, [chunk] * (-(-len(x) // chunk)))
+    lat = s.latency_samples
+    np.testing.assert_array_equal(y[:lat], 0.0)
+    np.testing.assert_allclose(y[lat:], x[: len(x) - lat], rtol=0, atol=1e-5)
+    assert s.underflows == 0
+    tail = s.flush()
+    assert tail.shape == (lat,)
+    np.testing.assert_allclose(tail, x[len(x) - lat :], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("k,la", [(1, 0), (3, 2)])
+def test_streaming_equals_offline(chunk, k, la):
+    x = _signal(3000, seed=7)
+    ref = offline_reference(x, la)
+    s = Streamer(SmoothProcessor(k, la), max_frames=8)
+    y = _feed_chunks(s, x, [chunk] * (-(-len(x) // chunk)))
+    lat = s.latency_samples
+    y = np.concatenate([y, s.flush()])
+    np.testing.assert_array_equal(y[:lat], 0.0)
+    np.testing.assert_allclose(y[lat:], ref, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(Streamer(SmoothProcessor(k, la)).process(x), ref, atol=2e-5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(0, 1500), min_size=1, max_size=12), st.integers(1, 4))
+def test_random_chunkings(chunks, k):
+    n = sum(chunks)
+    x = _signal(n, seed=n)
+    s = Streamer(SmoothProcessor(k, 1), max_frames=5)
+    y = np.concatenate([_feed_chunks(s, x, chunks), s.flush()])
+    np.testing.assert_allclose(y[s.latency_samples :], offline_reference(x, 1), atol=2e-5)
+
+
+def test_block_size_changes_only_latency():
+    x = _signal(5000, seed=3)
+    y1 = Streamer(IdentityProcessor(1)).process(x)
+    y4 = Streamer(IdentityProcessor(4)).process(x)
+    np.testing.assert_allclose(y1, x, atol=1e-5)
+    np.testing.assert_allclose(y4, y1, atol=1e-6)
+    s1, s4 = Streamer(IdentityProcessor(1)), Streamer(IdentityProcessor(4))
+    d = s4.latency_samples - s1.latency_samples
+    assert d == 3 * CFG.hop
+    np.testing.assert_allclose(s4.feed(x)[d:], s1.feed(x)[: len(x) - d], atol=1e-6)
+
+
+def test_multichannel_equals_per_channel():
+    x = _signal(3000, channels=3, seed=11)
+    chunks = [100, 1, 517, 31, 2351]
+    multi = _feed_chunks(Streamer(SmoothProcessor(2, 1), channels=3), x, chunks)
+    for c in range(3):
+        mono = _feed_chunks(Streamer(SmoothProcessor(2, 1)), np.ascontiguousarray(x[:, c]), chunks)
+        np.testing.assert_allclose(multi[:, c], mono, rtol=0, atol=1e-6)
+    y = Streamer(channels=3).process(x)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y, x, atol=1e-5)
+
+
+def test_reset_equals_fresh_streamer():
+    x = _signal(2500, seed=5)
+    s = Streamer(SmoothProcessor(2, 1))
+    s.feed(_signal(1234, seed=6))
+    s.reset()
+    fresh = Streamer(SmoothProcessor(2, 1))
+    np.testing.assert_array_equal(s.feed(x), fresh.feed(x))
+
+
+def test_causality():
+    """Changing the future input leaves every output already returned unchanged."""
+    t0 = 1700
+    x1 = _signal(4000, seed=8)
+    x2 = x1.copy()
+    x2[t0:] = _signal(4000 - t0, seed=9)
+    y1 = Streamer(SmoothProcessor(3, 2)).feed(x1)
+    y2 = Streamer(SmoothProcessor(3, 2)).feed(x2)
+    # output t is returned with input t: it may depend on x[:t+1] only
+    np.testing.assert_array_equal(y1[:t0], y2[:t0])
+    assert not np.allclose(y1, y2)
+
+
+def test_process_shapes_and_flush():
+    s = Streamer()
+    assert s.process(np.zeros(0, np.float32)).shape == (0,)
+    x = _signal(700, channels=1, seed=2)
+    y = s.process(x)
+    assert y.shape == (700, 1)
+    np.testing.assert_allclose(y, x, atol=1e-5)
+    assert Streamer(channels=2).flush().shape == (518, 2)
+    with pytest.raises(ValueError):
+        Streamer(channels=2).feed(np.zeros(10, np.float32))
+    with pytest.raises(ValueError):
+        Streamer().feed(np.zeros((10, 2), np.float32))
