@@ -40,3 +40,71 @@ class IdentityProcessor:
 
     def process(self, frames: np.ndarray, out: np.ndarray) -> None:
         out[...] = frames
+
+
+class MaskProcessor:
+    """Runs a model backend on each block and applies its real gain mask to the noisy spectrum.
+
+    ``gain = max(mask, 10**(-atten_lim_db/20))``; ``out = (wet * gain + 1 - wet) * frames``.
+    Runtime knobs, separate from the model: ``atten_lim_db`` (most attenuation, default 100 dB,
+    i.e. effectively none) and ``wet`` (dry/wet mix, 1 = fully processed).
+
+    With a backend lookahead of L frames the processor is a delay line: the mask returned for
+    input frames ``[j, j+K)`` belongs to frames ``[j-L, j-L+K)``, which it applies to the frames
+    it delayed by L (see :class:`FrameProcessor`). Buffers are allocated in ``reset``.
+    """
+
+    def __init__(self, backend: object, atten_lim_db: float = 100.0, wet: float = 1.0) -> None:
+        if not atten_lim_db >= 0:
+            raise ValueError(f"atten_lim_db must be >= 0, got {atten_lim_db}")
+        if not 0.0 <= wet <= 1.0:
+            raise ValueError(f"wet must be in [0, 1], got {wet}")
+        self.backend = backend
+        self.block_frames = int(backend.block_frames)
+        self.lookahead_frames = int(backend.lookahead_frames)
+        self.atten_lim_db = float(atten_lim_db)
+        self.wet = float(wet)
+        self.floor = np.float32(10.0 ** (-self.atten_lim_db / 20.0))
+        self._shape: tuple[int, ...] = ()
+        self.reset(1)
+
+    def reset(self, channels: int) -> None:
+        self.backend.reset(channels)
+        self.channels = int(channels)
+        self._shape = ()
+        self._alloc((self.channels, self.block_frames, 0))
+
+    def _alloc(self, shape: tuple[int, ...]) -> None:
+        c, k, f = shape
+        self._shape = shape
+        self._ri = np.zeros((c, k, f, 2), np.float32)
+        self._gain = np.zeros((c, k, f), np.float32)
+        self._delay = np.zeros((c, self.lookahead_frames + k, f), np.complex64)
+
+    def process(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """frames complex64 ``[C, K, F]`` -> out ``[C, K, F]`` (preallocated, may not alias)."""
+        if frames.shape != self._shape:
+            if frames.shape[0] != self.channels:
+                raise ValueError(f"got {frames.shape[0]} channels, reset() was for {self.channels}")
+            self._alloc(frames.shape)  # first call, or a new block size: once, not per hop
+        c, k, f = frames.shape
+        if frames.dtype == np.complex64 and frames.flags.c_contiguous:
+            ri = frames.view(np.float32).reshape(c, k, f, 2)  # (re, im) interleaved: no copy
+        else:
+            ri = self._ri
+            ri[..., 0] = frames.real
+            ri[..., 1] = frames.imag
+        mask = self.backend.step(ri)
+        gain = self._gain
+        np.maximum(mask, self.floor, out=gain)
+        if self.wet != 1.0:
+            gain *= self.wet
+            gain += 1.0 - self.wet
+        la = self.lookahead_frames
+        if la == 0:
+            np.multiply(frames, gain, out=out)
+            return
+        d = self._delay
+        d[:, la:] = frames
+        np.multiply(d[:, :k], gain, out=out)
+        d[:, :la] = d[:, k : k + la]  # numpy buffers overlapping copies itself

@@ -70,17 +70,18 @@ class VectorQuantizer(nn.Module):
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     # ------------------------------------------------------------------ inference
-    def distances(self, flat: torch.Tensor, sqnorm: torch.Tensor) -> torch.Tensor:
-        """flat ``[M, D]`` -> ``[M, N]`` squared distances minus ``|z|^2`` (argmin-equivalent)."""
-        return torch.addmm(sqnorm, flat, self.codebook.t(), beta=1.0, alpha=-2.0)
+    def distances(self, zp: torch.Tensor, sqnorm: torch.Tensor) -> torch.Tensor:
+        """zp ``[..., D]`` -> ``[..., N]`` squared distances minus ``|z|^2`` (argmin-equivalent).
+
+        ``-2 z.c`` as one matmul against ``-2 C^T`` (exact: scaling by 2 is lossless), plus the
+        cached ``|c|^2``; no reshapes, so the exported graph has no shape arithmetic.
+        """
+        return torch.matmul(zp, self.codebook.t() * -2.0) + sqnorm
 
     def lookup(self, z: torch.Tensor, sqnorm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z ``[B, D, T, F]`` -> (codebook[indices] ``[B, D, T, F]``, indices ``[B, T, F]``)."""
-        b, d, t, f = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
-        idx = torch.argmin(self.distances(flat, sqnorm), dim=1)
-        q = F.embedding(idx, self.codebook)
-        return q.reshape(b, t, f, d).permute(0, 3, 1, 2), idx.reshape(b, t, f)
+        idx = torch.argmin(self.distances(z.permute(0, 2, 3, 1), sqnorm), dim=3)
+        return F.embedding(idx, self.codebook).permute(0, 3, 1, 2), idx
 
     @torch.jit.export
     def quantize(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,232 @@
+"""Model backends for the mask processor: ONNX Runtime (default), TorchScript, torch.
+
+    backend = load_backend("onnx")            # rtdenoise/models/default.onnx
+    backend.reset(channels)
+    mask = backend.step(spec_ri)              # float32 [C, K, F, 2] -> float32 [C, K, F]
+
+Each backend keeps the streaming state of the model (one stream per channel, the batch axis)
+between calls. ``block_frames`` is the K the model was exported for (default 4: latency
+518 + 3 * 31 samples = 76 ms at 8 kHz) and ``lookahead_frames`` its lookahead.
+
+The ONNX backend imports no torch. It runs with one intra-op thread by default and binds
+preallocated inputs and outputs (states ping-pong between two buffer sets), so nothing is
+allocated per call once a block size has been seen. The returned mask is a view of a buffer
+that the next call overwrites.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_PATHS = {
+    "onnx": MODELS_DIR / "default.onnx",
+    "torchscript": MODELS_DIR / "default.jit.pt",
+    "torch": MODELS_DIR / "default.pt",
+}
+DEFAULT_BLOCK_FRAMES = 4
+KINDS = tuple(DEFAULT_PATHS)
+
+
+class Backend(Protocol):
+    block_frames: int
+    lookahead_frames: int
+
+    def reset(self, channels: int) -> None: ...
+
+    def step(self, spec_ri: np.ndarray) -> np.ndarray: ...
+
+
+def _sidecar_metadata(path: Path) -> dict:
+    """``NAME.json`` beside ``NAME.onnx`` / ``NAME.jit.pt`` / ``NAME.pt``, if present."""
+    stem = path.name.split(".")[0]
+    side = path.with_name(stem + ".json")
+    if side.is_file():
+        try:
+            return json.loads(side.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable metadata %s: %s", side, exc)
+    return {}
+
+
+# ============================================================================ ONNX Runtime
+class OnnxBackend:
+    """ONNX Runtime session over the exported step; torch-free."""
+
+    def __init__(self, path: str | Path, block_frames: int | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UserError(f"cannot load ONNX model {path}: {exc}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map.get("rtdenoise")
+        self.meta = json.loads(meta) if meta else _sidecar_metadata(path)
+        inputs = self.session.get_inputs()
+        if not inputs or inputs[0].name != "spec":
+            raise UserError(f"{path} is not an rtdenoise step model (first input is not 'spec')")
+        self.n_freqs = int(inputs[0].shape[2])
+        self.state_names = [i.name for i in inputs[1:]]
+        # per-stream state shapes: graph input dims after the (symbolic) batch axis
+        self.state_shapes = [tuple(int(d) for d in i.shape[1:]) for i in inputs[1:]]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.block_frames = int(block_frames or self.meta.get("block_frames", DEFAULT_BLOCK_FRAMES))
+        self.lookahead_frames = int(self.meta.get("lookahead_frames", 0))
+        self.channels = 0
+        self.reset(1)
+
+    def reset(self, channels: int) -> None:
+        """Zero state for ``channels`` streams; drops buffers bound for other block sizes."""
+        self.channels = int(channels)
+        c = self.channels
+        # two state sets: step n reads set n % 2 and writes set (n + 1) % 2
+        self._states = [
+            [np.zeros((c, *s), np.float32) for s in self.state_shapes] for _ in range(2)
+        ]
+        self._cur = 0
+        self._bound: dict[int, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
+
+    def _bind(self, k: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        """Preallocated spec/mask for K frames and two IO bindings (one per state parity)."""
+        c, f = self.channels, self.n_freqs
+        spec = np.zeros((c, k, f, 2), np.float32)
+        mask = np.zeros((c, k, f), np.float32)
+        bindings = []
+        for parity in range(2):
+            io = self.session.io_binding()
+            _bind_array(io.bind_input, "spec", spec)
+            _bind_array(io.bind_output, self.output_names[0], mask)
+            src, dst = self._states[parity], self._states[1 - parity]
+            for name, arr in zip(self.state_names, src, strict=True):
+                _bind_array(io.bind_input, name, arr)
+            for name, arr in zip(self.output_names[1:], dst, strict=True):
+                _bind_array(io.bind_output, name, arr)
+            bindings.append(io)
+        self._bound[k] = (spec, mask, bindings)
+        return self._bound[k]
+
+    def step(self, spec_ri: np.ndarray) -> np.ndarray:
+        """spec_ri float32 ``[C, K, F, 2]`` -> mask float32 ``[C, K, F]`` (buffer view)."""
+        if spec_ri.shape[0] != self.channels:
+            raise ValueError(f"got {spec_ri.shape[0]} channels, reset() was for {self.channels}")
+        k = spec_ri.shape[1]
+        bound = self._bound.get(k)
+        spec, mask, bindings = bound if bound is not None else self._bind(k)
+        np.copyto(spec, spec_ri)
+        self.session.run_with_iobinding(bindings[self._cur])
+        self._cur = 1 - self._cur
+        return mask
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        """The current state tensors (order of ``state_names``)."""
+        return self._states[self._cur]
+
+
+def _bind_array(bind: Any, name: str, arr: np.ndarray) -> None:
+    bind(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
+
+
+# ============================================================================ torch paths
+class _TorchStepBackend:
+    """Shared numpy <-> torch glue of the TorchScript and eager backends."""
+
+    def __init__(self, module: Any, meta: dict, block_frames: int | None, threads: int) -> None:
+        import torch
+
+        self._torch = torch
+        if threads:
+            torch.set_num_threads(threads)
+        self.module = module
+        self.meta = meta
+        self.block_frames = int(block_frames or meta.get("block_frames", DEFAULT_BLOCK_FRAMES))
+        self.lookahead_frames = int(meta.get("lookahead_frames", 0))
+        self.reset(1)
+
+    def reset(self, channels: int) -> None:
+        self.channels = int(channels)
+        self.state = self.module.init_state(self.channels)
+
+    def _call(self, spec: Any, state: list[Any]) -> tuple[Any, list[Any]]:
+        raise NotImplementedError
+
+    def step(self, spec_ri: np.ndarray) -> np.ndarray:
+        """spec_ri float32 ``[C, K, F, 2]`` -> mask float32 ``[C, K, F]``."""
+        if spec_ri.shape[0] != self.channels:
+            raise ValueError(f"got {spec_ri.shape[0]} channels, reset() was for {self.channels}")
+        with self._torch.inference_mode():
+            mask, self.state = self._call(self._torch.from_numpy(spec_ri), self.state)
+        return mask.numpy()
+
+
+class TorchScriptBackend(_TorchStepBackend):
+    def __init__(self, path: str | Path, block_frames: int | None = None, threads: int = 1):
+        import torch
+
+        path = Path(path)
+        extra = {"metadata.json": ""}
+        try:
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot load TorchScript model {path}: {exc}") from exc
+        meta = json.loads(extra["metadata.json"] or "{}") or _sidecar_metadata(path)
+        super().__init__(module.eval(), meta, block_frames, threads)
+
+    def _call(self, spec: Any, state: list[Any]) -> tuple[Any, list[Any]]:
+        return self.module(spec, state)
+
+
+class TorchBackend(_TorchStepBackend):
+    """Eager model from a checkpoint (BatchNorm folded, as exported)."""
+
+    def __init__(self, path: str | Path, block_frames: int | None = None, threads: int = 1):
+        from .export import inference_copy, metadata
+        from .model import load_checkpoint
+
+        model = load_checkpoint(path)
+        if not model.cfg.causal:
+            raise UserError(f"preset {model.cfg.preset!r} is offline only; streaming needs 'rt'")
+        model = inference_copy(model)
+        meta = _sidecar_metadata(Path(path)) or metadata(model)
+        super().__init__(model, meta, block_frames, threads)
+
+    def _call(self, spec: Any, state: list[Any]) -> tuple[Any, list[Any]]:
+        return self.module.step(spec, state)
+
+
+# ============================================================================ factory
+def load_backend(
+    kind: str = "onnx",
+    model_path: str | Path | None = None,
+    block_frames: int | None = None,
+    threads: int = 1,
+) -> Backend:
+    """Backend ``kind`` in {'onnx', 'torchscript', 'torch'} over ``model_path`` (default: the
+    shipped model, ``rtdenoise/models/default.{onnx,jit.pt,pt}``)."""
+    if kind not in DEFAULT_PATHS:
+        raise UserError(f"unknown backend {kind!r} (choose from {', '.join(KINDS)})")
+    path = Path(model_path) if model_path is not None else DEFAULT_PATHS[kind]
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    if block_frames is not None and not 1 <= block_frames <= 16:
+        raise UserError(f"block_frames must be in 1..16, got {block_frames}")
+    if kind == "onnx":
+        return OnnxBackend(path, block_frames, threads)
+    if kind == "torchscript":
+        return TorchScriptBackend(path, block_frames, threads)
+    return TorchBackend(path, block_frames, threads)
