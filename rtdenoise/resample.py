@@ -5,7 +5,12 @@ A polyphase FIR: up by ``L``, lowpass at the intermediate rate ``sr_in * L``, do
 a linear-phase Kaiser-window design made by scipy at construction: flat to 3.4 kHz (ripple far
 below 0.01 dB) and at least 60 dB down from 4 kHz, which is both the anti-alias filter on the way
 down to 8 kHz and the anti-image filter on the way up. Its length is rounded so that the group
-delay is a whole number of output samples (``delay``, about 3.3 ms at every rate).
+delay is a whole number of output samples (``delay``, about 3.4 ms at every rate).
+
+``prior_delay`` (in input samples) aligns a chain instead: the delay already in the signal (e.g.
+the down-resampler's plus the STFT's, 545 samples at 8 kHz) plus this filter's own delay is made
+a whole number of output samples (``total_delay``), at the price of a fractional ``delay``. At
+22.05 and 44.1 kHz a device -> 8 kHz -> device chain cannot be whole otherwise.
 
 Streaming state is the last ``T - 1`` input samples (``T`` taps per polyphase branch) and the
 phase of the next output, so feeding a signal in any chunking gives the same samples as feeding
@@ -27,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from numba import njit
@@ -172,7 +178,9 @@ class StreamingResampler:
 
     ``process(x [n, C]) -> y [m, C]`` accepts any ``n`` (including 0 and 1); ``m`` varies from
     call to call (``output_length(n)`` says how many before the call). ``delay`` is the group
-    delay in output samples: ``y[k]`` is the band-limited input at output time ``k - delay``.
+    delay in output samples: ``y[k]`` is the band-limited input at output time ``k - delay``;
+    an ``int`` by default, an exact ``Fraction`` when ``prior_delay`` asks for alignment, and then
+    ``total_delay = prior_delay * sr_out / sr_in + delay`` is the whole number.
     Equal rates are an exact pass-through with ``delay == 0``.
     """
 
@@ -182,6 +190,7 @@ class StreamingResampler:
         sr_out: int,
         channels: int = 1,
         design: ResamplerDesign = ResamplerDesign(),  # noqa: B008 - frozen, shared default
+        prior_delay: int | Fraction = 0,
     ) -> None:
         if int(sr_in) != sr_in or int(sr_out) != sr_out or sr_in <= 0 or sr_out <= 0:
             raise ValueError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
@@ -194,11 +203,15 @@ class StreamingResampler:
         g = math.gcd(self.sr_in, self.sr_out)
         self.up = self.sr_out // g  # L
         self.down = self.sr_in // g  # M
+        self.prior_delay = Fraction(prior_delay)
+        self.delay: int | Fraction
         if self.up == self.down:
             self.taps = np.ones((1, 1), np.float32)
             self.delay = 0
         else:
-            self.taps, self.delay = _design(self.sr_in, self.up, self.down, design)
+            self.taps, self.delay = _design(
+                self.sr_in, self.up, self.down, design, self.prior_delay
+            )
         self._t = 0
         self._buf = np.zeros((self.channels, self.taps.shape[1] - 1), np.float32)
         self._acc = np.zeros(0, np.float32)
@@ -233,7 +246,13 @@ class StreamingResampler:
     @property
     def latency_s(self) -> float:
         """Group delay in seconds."""
-        return self.delay / self.sr_out
+        return float(self.delay / self.sr_out)
+
+    @property
+    def total_delay(self) -> int | Fraction:
+        """``prior_delay`` (converted to output samples) plus ``delay``; whole when alignable."""
+        t = self.prior_delay * self.up / self.down + self.delay
+        return int(t) if t.denominator == 1 else t
 
     def total_output(self, n_in: int) -> int:
         """Output samples produced in total after ``n_in`` input samples in total (any chunking)."""
@@ -285,8 +304,15 @@ class StreamingResampler:
         return y[:, 0] if flat else y
 
 
-def _design(sr_in: int, up: int, down: int, d: ResamplerDesign) -> tuple[np.ndarray, int]:
-    """Kaiser lowpass at ``sr_in * up`` -> (polyphase taps float32 [up, T], delay in outputs)."""
+def _design(
+    sr_in: int, up: int, down: int, d: ResamplerDesign, prior: Fraction = Fraction(0)
+) -> tuple[np.ndarray, int | Fraction]:
+    """Kaiser lowpass at ``sr_in * up`` -> (polyphase taps float32 [up, T], delay in outputs).
+
+    The half-length ``D`` (intermediate-rate samples, odd length ``2D + 1``) is the smallest that
+    meets the attenuation and makes ``prior * up + D`` a multiple of ``down``: with ``prior`` 0
+    the delay ``D / down`` is whole; otherwise the chain's is.
+    """
     fs_mid = sr_in * up
     nyq = fs_mid / 2
     edge = min(d.stopband_hz, nyq / up, nyq / down)  # never above either side's Nyquist
@@ -294,9 +320,12 @@ def _design(sr_in: int, up: int, down: int, d: ResamplerDesign) -> tuple[np.ndar
     if width <= 0:
         raise ValueError(f"rates {sr_in} -> {sr_in * up // down} leave no room for the filter")
     numtaps, beta = signal.kaiserord(d.attenuation_db, width / nyq)
-    # odd length with (numtaps - 1) / 2 a multiple of `down`: integer delay in output samples
-    delay = math.ceil((numtaps - 1) / (2 * down))
-    numtaps = 2 * delay * down + 1
+    half = numtaps // 2  # ceil((numtaps - 1) / 2)
+    prior_mid = prior * up
+    if prior_mid.denominator != 1:
+        log.warning("prior delay %s is not whole at the intermediate rate: rounded", prior)
+    half += (-(round(prior_mid) + half)) % down
+    numtaps = 2 * half + 1
     h = signal.firwin(numtaps, (d.passband_hz + edge) / 2, window=("kaiser", beta), fs=fs_mid)
     h *= up / h.sum()  # unit gain at DC after zero-stuffing
     T = -(-numtaps // up)
@@ -304,8 +333,9 @@ def _design(sr_in: int, up: int, down: int, d: ResamplerDesign) -> tuple[np.ndar
     padded[:numtaps] = h
     # branch p holds h[p + i*up], i = 0..T-1, reversed so the dot runs forward in time
     taps = padded.reshape(T, up).T[:, ::-1]
+    delay = Fraction(half, down)
     log.debug(
-        "resampler %d -> %d: L=%d M=%d, %d taps, delay %d",
+        "resampler %d -> %d: L=%d M=%d, %d taps, delay %s",
         sr_in,
         sr_in * up // down,
         up,
@@ -313,4 +343,6 @@ def _design(sr_in: int, up: int, down: int, d: ResamplerDesign) -> tuple[np.ndar
         numtaps,
         delay,
     )
-    return np.ascontiguousarray(taps, dtype=np.float32), delay
+    return np.ascontiguousarray(taps, dtype=np.float32), (
+        int(delay) if delay.denominator == 1 else delay
+    )

@@ -33,10 +33,14 @@ def fit_tone(y: np.ndarray, f: float, sr: int) -> tuple[float, np.ndarray]:
     return float(np.hypot(*coef)), y - basis @ coef
 
 
+@pytest.mark.parametrize("prior", [0, 545, 7])
 @pytest.mark.parametrize(("sr_in", "sr_out"), PAIRS, ids=IDS)
-def test_filter_spec(sr_in: int, sr_out: int) -> None:
-    r = StreamingResampler(sr_in, sr_out)
-    assert isinstance(r.delay, int)
+def test_filter_spec(sr_in: int, sr_out: int, prior: int) -> None:
+    """Latency, flatness and rejection; integer delay (own, or the chain's with prior_delay)."""
+    r = StreamingResampler(sr_in, sr_out, prior_delay=prior)
+    assert isinstance(r.total_delay, int)
+    if prior == 0:
+        assert isinstance(r.delay, int)
     assert r.latency_s <= 0.005
     h = np.trim_zeros(prototype(r), "b")
     assert_allclose(h, h[::-1], atol=1e-7)  # linear phase ...
@@ -79,15 +83,16 @@ def test_up_tones(sr_out: int) -> None:
         assert 20 * np.log10(np.sqrt(2) * residual.std() / 0.5) <= -60.0, f
 
 
+@pytest.mark.parametrize("prior", [0, 545])
 @pytest.mark.parametrize(("sr_in", "sr_out"), PAIRS, ids=IDS)
-def test_delay_is_the_group_delay(sr_in: int, sr_out: int) -> None:
-    """A 1 kHz tone comes out as the same tone `delay` output samples later."""
-    r = StreamingResampler(sr_in, sr_out)
-    x = tone(1000.0, sr_in, sr_in // 8)
+def test_delay_is_the_group_delay(sr_in: int, sr_out: int, prior: int) -> None:
+    """A 3 kHz tone comes out as the same tone `delay` (maybe fractional) output samples later."""
+    r = StreamingResampler(sr_in, sr_out, prior_delay=prior)
+    x = tone(3000.0, sr_in, sr_in // 8)
     y = r.process(x)[:, 0]
     k = np.arange(len(y))
-    expect = 0.5 * np.sin(2 * np.pi * 1000.0 * (k - r.delay) / sr_out)
-    settle = 2 * r.delay + 10
+    expect = 0.5 * np.sin(2 * np.pi * 3000.0 * (k - float(r.delay)) / sr_out)
+    settle = int(2 * r.delay) + 10
     assert np.abs(y[settle:] - expect[settle:]).max() < 2e-3
 
 
