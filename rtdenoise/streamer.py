@@ -15,9 +15,11 @@ Latency at 8 kHz with a processor of ``K`` frames per call and ``La`` lookahead 
 ``nperseg - 1 + (K - 1 + La) * hop`` (518 samples = 64.75 ms for K=1, La=0): a frame can be
 analysed only once its last sample has arrived, and the synthesis releases ``K * hop`` samples
 per block, so the first sample of a block must wait for the block's last. With resampling the
-total group delay ``d_out + (d_in + L8) * sample_rate / 8000`` is rounded to whole device
-samples; the residual fractional delay (``residual_delay``, within +-0.5 sample; zero at 8, 16
-and 48 kHz) is left in the signal.
+total group delay ``d_out + (d_in + L8) * sample_rate / 8000`` must be whole device samples:
+the up-resampler is built with ``prior_delay = d_in + L8`` so that it chooses its filter length
+to make it so (at most one extra device sample). With a resampler that cannot, the total is
+rounded and the residual fractional delay (``residual_delay``, within +-0.5 sample) is left in
+the signal.
 
 A processor with lookahead ``La`` is a delay line (see ``processor.FrameProcessor``): the first
 ``La`` frames it writes after ``reset`` are discarded. Multi-channel audio is processed per
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -168,12 +171,19 @@ class Streamer:
 
         sr, sr8, c = self.sample_rate, self.stft.sample_rate, self.channels
         self._rs_in = StreamingResampler(sr, sr8, c)
-        self._rs_out = StreamingResampler(sr8, sr, c)
-        group = self._rs_out.delay + (self._rs_in.delay + self._core.latency) * sr / sr8
+        # delay already in the signal when it reaches the up-resampler, in 8 kHz samples; the
+        # up-resampler picks its filter length so that the chain's total delay is whole
+        prior = Fraction(self._rs_in.delay) + self._core.latency
+        try:
+            self._rs_out = StreamingResampler(sr8, sr, c, prior_delay=prior)
+        except TypeError:  # a resampler without chain alignment: round below
+            self._rs_out = StreamingResampler(sr8, sr, c)
+        group = Fraction(self._rs_out.delay) + prior * Fraction(sr, sr8)
         # the rate FIFO must never run dry: prefill it by the chain's worst count deficit
         self._prefill = _count_deficit(self._rs_in, self._rs_out, sr)
-        self._latency = self._prefill + int(round(group))
-        #: delay left in the output beyond latency_samples, in device samples (|.| <= 0.5)
+        self._latency = self._prefill + round(group)
+        #: delay left in the output beyond latency_samples, in device samples (|.| <= 0.5;
+        #: 0 when the resampler aligns the chain)
         self.residual_delay = float(self._prefill + group - self._latency)
         # device samples per sub-chunk: one core segment at 8 kHz at most
         self._chunk = max(1, (self._core.segment - 2) * sr // sr8)

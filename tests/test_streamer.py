@@ -184,3 +184,66 @@ def test_process_shapes_and_flush():
         Streamer(channels=2).feed(np.zeros(10, np.float32))
     with pytest.raises(ValueError):
         Streamer().feed(np.zeros((10, 2), np.float32))
+
+
+# -- device rates: resampling around the 8 kHz core ------------------------------------------
+
+RATES = [16000, 22050, 44100, 48000]
+
+
+def _tones(sr, seconds=0.5):
+    """Band-limited test signal (below 3.4 kHz) with 50 ms fades."""
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 2900 * t + 1)
+    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.05)
+    return (x * fade).astype(np.float32)
+
+
+@pytest.mark.parametrize("sr", RATES)
+def test_resampled_identity_is_input_delayed_by_exact_latency(sr):
+    s = Streamer(sample_rate=sr)
+    assert s.residual_delay == 0.0
+    # the 8 kHz core's 518 samples plus ~3.4 ms per resampler, whole at the device rate
+    assert 518 * sr / 8000 < s.latency_samples < (518 * sr / 8000) + 0.008 * sr
+    x = _tones(sr)
+    y = s.process(x)
+    assert y.shape == x.shape and s.underflows == 0
+    mid = slice(sr // 10, -sr // 10)
+    np.testing.assert_allclose(y[mid], x[mid], rtol=0, atol=1e-3)
+    # a band-limited pulse comes out exactly latency_samples later
+    k = np.arange(-200, 201)
+    pulse = np.zeros(sr // 2, np.float32)
+    pulse[sr // 4 + k] = np.sinc(k * 6000 / sr) * np.hanning(len(k))
+    out = Streamer(sample_rate=sr).feed(pulse)
+    assert np.argmax(out) == sr // 4 + s.latency_samples
+
+
+@pytest.mark.parametrize("sr", [22050, 48000])
+def test_resampled_chunking_invariance_and_causality(sr):
+    x = _signal(sr // 2, seed=sr)
+    s = Streamer(SmoothProcessor(2, 1), sample_rate=sr)
+    whole = s.feed(x)
+    s.reset()
+    rng = np.random.default_rng(1)
+    chunks = [1] * 300 + list(rng.integers(0, 3000, 40))
+    chunks.append(len(x) - sum(chunks))
+    pieces = _feed_chunks(s, x, chunks)
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-6)
+    assert s.underflows == 0
+    x2 = x.copy()
+    x2[5000:] = 0.0
+    np.testing.assert_array_equal(
+        Streamer(SmoothProcessor(2, 1), sample_rate=sr).feed(x2)[:5000], whole[:5000]
+    )
+
+
+def test_resampled_multichannel_and_reset():
+    sr = 44100
+    x = np.stack([_tones(sr, 0.3), _signal(int(sr * 0.3), seed=4)], axis=1)
+    s = Streamer(sample_rate=sr, channels=2)
+    s.feed(_signal(3000, channels=2, seed=1))
+    y = s.process(x)  # process() resets first
+    for c in range(2):
+        mono = Streamer(sample_rate=sr).process(np.ascontiguousarray(x[:, c]))
+        np.testing.assert_allclose(y[:, c], mono, rtol=0, atol=1e-6)
+    assert s.flush().shape == (s.latency_samples, 2)
