@@ -212,3 +212,18 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     torch.testing.assert_close(r0["params"], r1["params"], rtol=0, atol=1e-6)  # all-reduced grads
     assert r0["loss"] != r1["loss"]  # each rank drew its own batch
     assert (out / "last.pt").exists() and json.loads((out / "config.json").read_text())
+
+
+def test_seed_recipe_adds_gaussian_noise_on_the_spectrogram(tmp_path, monkeypatch):
+    """The original's recipe, kept to reproduce it: noisy = clean spectrogram + sigma * std *
+    Gaussian noise (not a waveform mixture)."""
+    _standin(monkeypatch)
+    data = _make_data(tmp_path / "data")
+    data["mix"] = {"crop_s": 0.5, "recipe": "seed", "seed_sigma": 0.5}
+    tr = T.Trainer(_cfg(data, 1), tmp_path / "run")
+    nspec, tspec, _, _ = tr._batch()
+    diff = (nspec - tspec).flatten(1)
+    ratio = diff.std(1) / tspec.flatten(1).std(1)
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), rtol=0.05, atol=0)
+    n2, _, _, _ = tr._batch()
+    torch.testing.assert_close(nspec, n2)  # deterministic in (seed, step, rank)
