@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,7 +182,9 @@ class TorchScriptBackend(_TorchStepBackend):
         path = Path(path)
         extra = {"metadata.json": ""}
         try:
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # deprecated, still works
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"cannot load TorchScript model {path}: {exc}") from exc
         meta = json.loads(extra["metadata.json"] or "{}") or _sidecar_metadata(path)

@@ -137,9 +137,11 @@ def metadata(model: DenoiserNet, block_frames: int = DEFAULT_BLOCK_FRAMES) -> di
 # ----------------------------------------------------------------------------- exporters
 def export_torchscript(model: DenoiserNet, path: str | Path, meta: dict | None = None) -> Path:
     """Script the step of an eval-mode model and save it (metadata as an extra file)."""
-    scripted = torch.jit.script(StreamingStep(model))
     extra = {"metadata.json": json.dumps(meta or {})}
-    torch.jit.save(scripted, str(path), _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # deprecated in 2.13, still works
+        scripted = torch.jit.script(StreamingStep(model))
+        torch.jit.save(scripted, str(path), _extra_files=extra)
     return Path(path)
 
 

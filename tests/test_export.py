@@ -1,0 +1,115 @@
+"""Export: eager == TorchScript == ONNX Runtime over consecutive steps (masks and states)."""
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from rtdenoise import cli
+from rtdenoise.export import export_all, inference_copy
+from rtdenoise.model import DenoiserNet, ModelConfig, preset_config, save_checkpoint
+
+torch.set_num_threads(1)
+
+TINY = preset_config(
+    "rt",
+    widths=(4, 4, 8),
+    bottleneck_dilations=(1, 2),
+    context_frames=12,
+    codebook_size=16,
+    code_dim=8,
+)
+
+
+def trained_tiny(cfg=TINY, seed: int = 0) -> DenoiserNet:
+    """A tiny rt model whose BatchNorm statistics and codebook have left their init."""
+    torch.manual_seed(seed)
+    m = DenoiserNet(cfg).train()
+    for _ in range(3):
+        m(torch.randn(2, 30, cfg.n_freqs, 2) * 0.05)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    model = trained_tiny()
+    save_checkpoint(d / "ckpt.pt", model)
+    paths = export_all(d / "ckpt.pt", d / "out", name="tiny")
+    return model, paths
+
+
+def test_inference_copy_folds_batchnorm_without_changing_outputs():
+    m = trained_tiny()
+    f = inference_copy(m)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
+    spec = torch.randn(1, 6, TINY.n_freqs, 2) * 0.05
+    with torch.no_grad():
+        a, sa = m.step(spec, m.init_state(1))
+        b, sb = f.step(spec, f.init_state(1))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    for x, y in zip(sa, sb, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_eager_torchscript_onnx_parity_over_20_steps(exported):
+    model, paths = exported
+    names = model.state_names()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, works
+        scripted = torch.jit.load(str(paths["torchscript"]))
+    sess = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(1)
+    ks = [4, 1, 3, 8, 16, 2, 5, 4, 4, 7, 1, 1, 6, 4, 9, 2, 3, 4, 10, 4]  # dynamic K
+    s_eager = model.init_state(2)
+    s_ts = scripted.init_state(2)
+    s_ort = [s.numpy() for s in model.init_state(2)]
+    for k in ks:
+        spec = torch.randn(2, k, TINY.n_freqs, 2, generator=g) * 0.05
+        with torch.no_grad():
+            m_eager, s_eager = model.step(spec, s_eager)
+            m_ts, s_ts = scripted(spec, s_ts)
+        got = sess.run(None, {"spec": spec.numpy(), **dict(zip(names, s_ort, strict=True))})
+        m_ort, s_ort = got[0], got[1:]
+        np.testing.assert_allclose(m_ts.numpy(), m_eager.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(m_ort, m_eager.numpy(), atol=1e-4, rtol=0)
+        for e, t, o in zip(s_eager, s_ts, s_ort, strict=True):
+            np.testing.assert_allclose(t.numpy(), e.numpy(), atol=1e-4, rtol=0)
+            np.testing.assert_allclose(o, e.numpy(), atol=1e-4, rtol=0)
+
+
+def test_onnx_graph_names_axes_and_metadata(exported):
+    model, paths = exported
+    proto = onnx.load(str(paths["onnx"]))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    names = model.state_names()
+    assert [i.name for i in proto.graph.input] == ["spec"] + names
+    assert [o.name for o in proto.graph.output] == ["mask"] + [n + "_out" for n in names]
+    spec_dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert spec_dims[0].dim_param and spec_dims[1].dim_param  # batch and K are dynamic
+    meta = json.loads(paths["json"].read_text())
+    embedded = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(embedded["rtdenoise"]) == meta
+    assert meta["state_names"] == names
+    assert meta["state_shapes"] == [list(s.shape[1:]) for s in model.init_state(1)]
+    assert meta["block_frames"] == 4 and meta["lookahead_frames"] == 0
+    assert meta["stft"]["hop"] == 31 and meta["stft"]["n_freqs"] == 260
+    assert ModelConfig.from_dict(meta["model_config"]) == model.cfg
+
+
+def test_cli_export_and_user_errors(tmp_path, capsys):
+    m = trained_tiny()
+    save_checkpoint(tmp_path / "m.pt", m)
+    assert cli.main(["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "o")]) == 0
+    for suffix in (".onnx", ".jit.pt", ".json", ".pt"):
+        assert (tmp_path / "o" / f"default{suffix}").is_file()
+    assert cli.main(["export", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "o")]) == 2
+    seed = DenoiserNet(preset_config("seed", widths=(2, 2, 2, 2, 4), code_dim=4))
+    save_checkpoint(tmp_path / "seed.pt", seed)
+    assert cli.main(["export", str(tmp_path / "seed.pt"), "-o", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("rtdenoise: error:") == 2 and "Traceback" not in err
