@@ -247,3 +247,22 @@ def test_resampled_multichannel_and_reset():
         mono = Streamer(sample_rate=sr).process(np.ascontiguousarray(x[:, c]))
         np.testing.assert_allclose(y[:, c], mono, rtol=0, atol=1e-6)
     assert s.flush().shape == (s.latency_samples, 2)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    sr=st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+    channels=st.integers(1, 2),
+    chunks=st.lists(st.integers(0, 2500), min_size=1, max_size=8),
+)
+def test_any_rate_channels_chunking(sr, channels, chunks):
+    """n samples in -> n out; chunked == one call; the FIFOs never run dry."""
+    x = _signal(sum(chunks), channels=channels, seed=len(chunks))
+    s = Streamer(sample_rate=sr, channels=channels)
+    pieces = _feed_chunks(s, x, chunks)
+    tail = s.flush()
+    assert pieces.shape == x.shape
+    assert tail.shape == ((s.latency_samples,) if channels == 1 else (s.latency_samples, 2))
+    assert s.underflows == 0
+    whole = Streamer(sample_rate=sr, channels=channels).feed(x)
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-6)
