@@ -550,7 +550,8 @@ class DenoiserNet(nn.Module):
 # ============================================================================ complexity
 @torch.no_grad()
 def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[str, float]:
-    """Parameter count and multiply-accumulates per STFT frame and per second of audio.
+    """Parameter count (+ EMA codebook values) and multiply-accumulates per STFT frame and per
+    second of audio.
 
     Counted with hooks on convs and pools during an eval-mode offline forward of ``frames``
     frames (seed: one 260-frame window), plus the quantizer's distance matmul.
@@ -588,8 +589,11 @@ def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[s
     )
     per_frame = macs[0] / frames + se_adds
     params = sum(p.numel() for p in model.parameters())
+    vq = model.net.vq
     return {
         "params": params,
+        # an EMA codebook is a buffer, not a parameter: its values are counted separately
+        "codebook_values": 0 if isinstance(vq.codebook, nn.Parameter) else vq.codebook.numel(),
         "macs_per_frame": per_frame,
         "macs_per_second": per_frame * FRAMES_PER_SECOND,
     }
