@@ -153,8 +153,8 @@ def test_training_forward_outputs():
     mask, loss, ppl = m(spec)
     assert mask.shape == (2, 30, TINY.n_freqs)
     assert 0 <= float(mask.detach().min()) and float(mask.detach().max()) <= 1
-    assert loss.ndim == 0 and float(loss) >= 0
-    assert 1.0 <= float(ppl) <= TINY.codebook_size
+    assert loss.ndim == 0 and float(loss.detach()) >= 0
+    assert 1.0 <= float(ppl.detach()) <= TINY.codebook_size
     (mask.mean() + loss).backward()
     assert all(p.grad is not None for p in m.net.enc.parameters())
 
