@@ -1,0 +1,736 @@
+"""Denoise a live input device into an output device with low, steady latency.
+
+  rtdenoise live --input mic --output speakers
+  rtdenoise live -l                                  # list the devices
+
+Devices: 'mic' / 'speakers' (the system defaults), an index, or part of a name (see -l).
+At start the total latency is printed (algorithmic + output buffering + device buffers as the
+stream measures them); every few seconds a status line (real-time factor, xruns) unless -q.
+Ctrl-C or SIGTERM stops with a one-line summary.
+
+How it works: one duplex PortAudio stream whose callback only copies (input into a ring,
+ring into the output) and counts status flags; a worker thread runs the streaming engine
+(resampling, STFT, model, overlap-add) on fixed-size chunks and writes ahead into the output
+ring. The output ring starts prefilled (one chunk + the device's callback burst + a margin), so
+in steady state the callback always finds processed audio; if the worker falls behind anyway,
+the callback crossfades to the equally delayed dry input and counts an underrun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import devices
+from .errors import UserError
+from .stft import StftConfig
+from .streamer import Streamer
+
+log = logging.getLogger(__name__)
+
+#: seconds of stream run before the pipeline is armed: device start-up glitches, burst sizing
+PREROLL_S = 0.5
+#: seconds between status lines
+STATUS_EVERY_S = 5.0
+#: output samples above this magnitude are soft-clipped (tanh) towards 1.0
+SOFT_KNEE = 0.9
+#: crossfade between processed and dry output when the worker falls behind or catches up
+FADE_S = 0.002
+#: callbacks closer together than this belong to one burst (sizing the output prefill)
+BURST_GAP_S = 0.001
+#: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
+STALL_S = 2.0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class _ListDevices(argparse.Action):
+    """``-l``: print the devices and exit, before any other argument is looked at."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        try:
+            print(devices.list_devices())
+        except UserError as exc:
+            parser.exit(exc.exit_code, f"rtdenoise: error: {exc}\n")
+        parser.exit(0)
+
+
+def _latency_arg(text: str) -> str | float:
+    if text in ("low", "high"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'low', 'high' or seconds, got {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"latency must be > 0 seconds, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-l", "--list-devices", action=_ListDevices, help="list the audio devices and exit"
+    )
+    dev = parser.add_argument_group("devices")
+    dev.add_argument(
+        "-i",
+        "--input",
+        default="mic",
+        metavar="DEV",
+        help="input device: 'mic' (system default), an index or part of a name (default: mic)",
+    )
+    dev.add_argument(
+        "-o",
+        "--output",
+        default="speakers",
+        metavar="DEV",
+        help="output device: 'speakers' (system default), an index or part of a name "
+        "(default: speakers)",
+    )
+    dev.add_argument(
+        "-r",
+        "--samplerate",
+        type=float,
+        metavar="HZ",
+        help="device sample rate (default: the input device's default rate)",
+    )
+    dev.add_argument(
+        "-b",
+        "--blocksize",
+        type=int,
+        metavar="N",
+        help="frames per audio callback (default: one STFT hop at the device rate; "
+        "0 lets PortAudio vary it)",
+    )
+    dev.add_argument(
+        "--latency",
+        type=_latency_arg,
+        default=0.02,
+        metavar="S",
+        help="PortAudio suggested latency: 'low', 'high' or seconds (default: 0.02; "
+        "'low' is often too small for a sound server)",
+    )
+    dev.add_argument(
+        "--margin-ms",
+        type=float,
+        default=4.0,
+        metavar="MS",
+        help="output buffering beyond one chunk and one callback burst, for worker jitter "
+        "(default: 4)",
+    )
+    proc = parser.add_argument_group("processing")
+    proc.add_argument(
+        "--passthrough",
+        action="store_true",
+        help="identity processing: only the engine (resampling, STFT, overlap-add)",
+    )
+    proc.add_argument(
+        "--backend",
+        choices=("onnx", "torchscript", "torch"),
+        default="onnx",
+        help="model runtime (default: onnx; the others need torch)",
+    )
+    proc.add_argument(
+        "--model",
+        metavar="PATH",
+        help="model file (default: the shipped model; while it does not exist, identity "
+        "processing with a warning)",
+    )
+    proc.add_argument(
+        "--atten-lim-db",
+        type=float,
+        metavar="DB",
+        help="most attenuation the mask may apply, in dB (default: the processor's)",
+    )
+    proc.add_argument(
+        "--wet",
+        type=float,
+        metavar="W",
+        help="dry/wet mix, 0 (input) .. 1 (denoised) (default: the processor's)",
+    )
+    run_ = parser.add_argument_group("run")
+    run_.add_argument(
+        "-d", "--duration", type=float, metavar="S", help="stop after S seconds of audio"
+    )
+    run_.add_argument(
+        "--record-input", metavar="WAV", help="also write the input to this WAV (debugging)"
+    )
+    run_.add_argument(
+        "--record-output",
+        metavar="WAV",
+        help="also write the processed output to this WAV (debugging)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no periodic status lines")
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Settings of one live run (device side; the processor comes separately)."""
+
+    samplerate: int
+    blocksize: int  # frames per callback, 0 = variable
+    latency: str | float  # PortAudio suggested latency
+    margin_ms: float = 4.0
+
+
+class _Stats:
+    """Counters the callback and the worker update (plain ints/floats: atomic under the GIL)."""
+
+    def __init__(self) -> None:
+        self.xruns = 0  # callbacks with an xrun status flag after start-up
+        self.xruns_startup = 0
+        self.flags: dict[str, int] = {}
+        self.underruns = 0  # times the worker fell behind (output switched to dry)
+        self.dry_samples = 0
+        self.worker_cpu = 0.0  # thread CPU seconds inside the engine
+        self.lat_in_sum = 0.0  # sum of (now - input ADC time) over callbacks after arming
+        self.lat_out_sum = 0.0  # sum of (output DAC time - now)
+        self.lat_n = 0
+
+
+def _soft_clip(y: np.ndarray, tmp: np.ndarray, tmp2: np.ndarray) -> None:
+    """In place: |y| above SOFT_KNEE goes through a tanh towards 1 (tmp, tmp2: scratch)."""
+    np.abs(y, out=tmp)
+    if tmp.max(initial=0.0) <= SOFT_KNEE:
+        return
+    head = 1.0 - SOFT_KNEE
+    np.subtract(tmp, SOFT_KNEE, out=tmp)
+    np.maximum(tmp, 0.0, out=tmp)  # excess over the knee, e >= 0
+    np.multiply(tmp, 1.0 / head, out=tmp2)
+    np.tanh(tmp2, out=tmp2)
+    np.multiply(tmp2, head, out=tmp2)
+    np.subtract(tmp, tmp2, out=tmp)  # e - head * tanh(e / head) >= 0: how much to take off
+    np.copysign(tmp, y, out=tmp)
+    np.subtract(y, tmp, out=y)
+    np.clip(y, -1.0, 1.0, out=y)  # float32 rounding near the top
+
+
+def _ring_write(ring: np.ndarray, index: int, x: np.ndarray) -> None:
+    """ring [S] (S a power of two) <- x at absolute sample index ``index``, wrapping."""
+    size = ring.shape[0]
+    s = index & (size - 1)
+    n = x.shape[0]
+    if s + n <= size:
+        ring[s : s + n] = x
+    else:
+        k = size - s
+        ring[s:] = x[:k]
+        ring[: n - k] = x[k:]
+
+
+def _ring_read(ring: np.ndarray, index: int, out: np.ndarray) -> None:
+    """out <- ring at absolute sample index ``index``, wrapping."""
+    size = ring.shape[0]
+    s = index & (size - 1)
+    n = out.shape[0]
+    if s + n <= size:
+        out[:] = ring[s : s + n]
+    else:
+        k = size - s
+        out[:k] = ring[s:]
+        out[k:] = ring[: n - k]
+
+
+class LiveEngine:
+    """Callback + worker around one :class:`Streamer` (mono).
+
+    Indices are absolute sample counts since the stream started. Input sample ``i`` is written
+    at ring index ``i``; the worker processes chunk ``[k, k + N)`` and writes it at output index
+    ``k + prefill``, so output ``o`` is ``processed(input)[o - delay]`` with
+    ``delay = prefill + streamer.latency_samples``. The dry fallback plays input ``o - delay``.
+    """
+
+    def __init__(self, streamer: Streamer, cfg: LiveConfig) -> None:
+        self.streamer = streamer
+        self.cfg = cfg
+        sr = cfg.samplerate
+        hop = StftConfig().hop
+        #: worker chunk: one STFT hop at the device rate
+        self.chunk = max(1, math.ceil(hop * sr / streamer.stft.sample_rate))
+        self.fade = max(1, round(FADE_S * sr))
+        size = 1 << max(12, math.ceil(math.log2(4 * sr)))  # >= 4 s: history for the dry path
+        self._in = np.zeros(size, np.float32)
+        self._out = np.zeros(size, np.float32)
+        self._dry_buf = np.zeros(size // 2, np.float32)
+        self._wet_buf = np.zeros(size // 2, np.float32)
+        self._fade_up = np.linspace(0.0, 1.0, self.fade + 2, dtype=np.float32)[1:-1]
+        self._fade_down = self._fade_up[::-1].copy()
+        self._x = np.zeros(self.chunk, np.float32)
+        self._y = np.zeros(self.chunk, np.float32)
+        self._tmp = np.zeros(self.chunk, np.float32)
+        self._tmp2 = np.zeros(self.chunk, np.float32)
+        self.stats = _Stats()
+        # positions (absolute sample indices), each written by one thread only
+        self._pos = 0  # callback: next index of the stream
+        self._in_written = 0  # callback: input stored up to here
+        self._out_written = 0  # worker: processed output stored up to here
+        self._worker_pos = 0  # worker: next input index to process
+        self._arm_start = 0
+        self._armed = False
+        self._arm_prefill = 0  # main -> callback: arm with this prefill at the next callback
+        self._dry = False  # callback: currently playing the dry fallback
+        self.prefill = 0
+        self.delay = 0
+        self._warm_until = 0  # worker: output below this index is dry (after a resync)
+        # pre-roll measurements (callback, preallocated)
+        self._pr_n = 0
+        self._pr_t = np.zeros(4096, np.float64)
+        self._pr_frames = np.zeros(4096, np.int64)
+        self._pr_lat = np.zeros((4096, 2), np.float64)
+        self._clock = time.perf_counter
+        self.last_callback = self._clock()
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._recorders: list[Any] = []
+        self._rec_in: Any = None
+        self._rec_out: Any = None
+        self.callback_abort: type[BaseException] = RuntimeError
+
+    # -- audio callback: copies and counts only --------------------------------------------
+
+    def callback(
+        self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
+    ) -> None:
+        try:
+            if status:
+                self._count_status(status)
+            pos = self._pos
+            self.last_callback = self._clock()
+            _ring_write(self._in, pos, indata[:, 0])
+            self._in_written = pos + frames
+            out = outdata[:, 0]
+            if not self._armed:
+                out.fill(0.0)
+                self._preroll(frames, t)
+                if self._arm_prefill:
+                    self._arm(pos + frames)
+            else:
+                lat_in = t.currentTime - t.inputBufferAdcTime
+                lat_out = t.outputBufferDacTime - t.currentTime
+                if lat_in > 0.0 and lat_out > 0.0:
+                    st = self.stats
+                    st.lat_in_sum += lat_in
+                    st.lat_out_sum += lat_out
+                    st.lat_n += 1
+                avail = self._out_written - pos
+                if not self._dry and avail >= frames + self.fade:
+                    _ring_read(self._out, pos, out)
+                else:
+                    self._mix_dry(pos, frames, avail, out)
+            if outdata.shape[1] > 1:
+                outdata[:, 1:] = outdata[:, :1]
+            self._pos = pos + frames
+            if self._armed and self._in_written - self._worker_pos >= self.chunk:
+                self._wake.set()
+        except Exception as exc:  # never propagate into PortAudio: stop the program instead
+            self._fail(exc)
+            raise self.callback_abort from exc
+
+    def _count_status(self, status: Any) -> None:
+        st = self.stats
+        xrun = False
+        for name in ("input_underflow", "input_overflow", "output_underflow", "output_overflow"):
+            if getattr(status, name):
+                st.flags[name] = st.flags.get(name, 0) + 1
+                xrun = True
+        if xrun:
+            if self._armed:
+                st.xruns += 1
+            else:
+                st.xruns_startup += 1
+
+    def _preroll(self, frames: int, t: Any) -> None:
+        n = self._pr_n
+        if n < self._pr_t.shape[0]:
+            self._pr_t[n] = self.last_callback
+            self._pr_frames[n] = frames
+            self._pr_lat[n, 0] = t.currentTime - t.inputBufferAdcTime
+            self._pr_lat[n, 1] = t.outputBufferDacTime - t.currentTime
+            self._pr_n = n + 1
+
+    def _arm(self, start: int) -> None:
+        """(callback) start the pipeline at input index ``start`` with the requested prefill."""
+        p = self._arm_prefill
+        self.prefill = p
+        self.delay = p + self.streamer.latency_samples
+        self._worker_pos = start
+        self._arm_start = start
+        self._warm_until = 0
+        self._out_written = start + p  # the ring is all zeros: [start, start + p) is silence
+        self._armed = True
+
+    def _mix_dry(self, pos: int, frames: int, avail: int, out: np.ndarray) -> None:
+        """(callback) the worker is behind: delayed dry input, crossfaded at the transitions."""
+        st = self.stats
+        fade = self.fade
+        if frames > self._dry_buf.shape[0]:
+            raise RuntimeError(f"callback of {frames} frames is larger than the rings")
+        _ring_read(self._in, pos - self.delay, out)  # dry: always there
+        if self._dry:
+            if avail >= frames + fade:  # caught up: fade the processed signal back in
+                wet = self._wet_buf[:frames]
+                _ring_read(self._out, pos, wet)
+                f = min(fade, frames)
+                head = out[:f]
+                np.multiply(head, self._fade_down[:f], out=head)
+                np.multiply(wet[:f], self._fade_up[:f], out=wet[:f])
+                np.add(head, wet[:f], out=head)
+                out[f:] = wet[f:]
+                self._dry = False
+            else:
+                st.dry_samples += frames
+            return
+        # fall behind now: play what is processed, fading it into the dry signal at its end
+        st.underruns += 1
+        self._dry = True
+        k = max(0, min(avail, frames))
+        if k:
+            wet = self._wet_buf[:k]
+            _ring_read(self._out, pos, wet)
+            f = min(fade, k)
+            dry_tail = self._dry_buf[:f]
+            dry_tail[:] = out[k - f : k]
+            out[: k - f] = wet[: k - f]
+            seg = out[k - f : k]
+            np.multiply(wet[k - f :], self._fade_down[fade - f :], out=seg)
+            np.multiply(dry_tail, self._fade_up[fade - f :], out=dry_tail)
+            np.add(seg, dry_tail, out=seg)
+        st.dry_samples += frames - k
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.stop_event.set()
+        self._wake.set()
+
+    # -- worker ---------------------------------------------------------------------------
+
+    def open_recordings(self, record_input: str | None, record_output: str | None) -> None:
+        import soundfile as sf
+
+        for path, attr in ((record_input, "_rec_in"), (record_output, "_rec_out")):
+            if path:
+                try:
+                    f = sf.SoundFile(
+                        path, "w", samplerate=self.cfg.samplerate, channels=1, subtype="FLOAT"
+                    )
+                except (sf.LibsndfileError, OSError, RuntimeError) as exc:
+                    raise UserError(f"cannot write {path}: {exc}") from exc
+                setattr(self, attr, f)
+                self._recorders.append(f)
+
+    def close_recordings(self) -> None:
+        for f in self._recorders:
+            f.close()
+        self._recorders.clear()
+
+    def worker(self) -> None:
+        """Thread body: process every complete chunk of input until stopped."""
+        try:
+            while not self.stop_event.is_set():
+                self._wake.wait(0.1)
+                self._wake.clear()
+                if self._armed:
+                    self.process_available()
+        except BaseException as exc:
+            log.debug("worker failed:\n%s", traceback.format_exc())
+            self._fail(exc)
+
+    def process_available(self) -> int:
+        """(worker) Run the engine on every complete chunk of input; return how many."""
+        n = self.chunk
+        x, y, tmp, tmp2 = self._x, self._y, self._tmp, self._tmp2
+        size = self._in.shape[0]
+        st = self.stats
+        feed = self.streamer.feed
+        thread_time = time.thread_time
+        done = 0
+        while self._in_written - self._worker_pos >= n and not self.stop_event.is_set():
+            k = self._worker_pos
+            if self._in_written - k > size // 2:  # hopelessly behind: skip ahead
+                self._resync()
+                continue
+            _ring_read(self._in, k, x)
+            t0 = thread_time()
+            feed(x, out=y)
+            _soft_clip(y, tmp, tmp2)
+            st.worker_cpu += thread_time() - t0
+            o = k + self.prefill
+            if o < self._warm_until:  # engine restarting after a resync: dry
+                _ring_read(self._in, o - self.delay, y)
+            _ring_write(self._out, o, y)
+            self._out_written = o + n
+            self._worker_pos = k + n
+            done += 1
+            if self._rec_in is not None:
+                self._rec_in.write(x)
+            if self._rec_out is not None:
+                self._rec_out.write(y)
+        return done
+
+    def _resync(self) -> None:
+        """(worker) more than half the ring behind: jump to the newest input, restart the engine."""
+        n = self.chunk
+        k = self._in_written - n
+        log.warning(
+            "worker %.2f s behind: skipping ahead", (k - self._worker_pos) / self.cfg.samplerate
+        )
+        self.streamer.reset()
+        self._worker_pos = k
+        self._warm_until = k + self.prefill + self.streamer.latency_samples
+
+    # -- control --------------------------------------------------------------------------
+
+    def plan_prefill(self) -> tuple[int, float, float]:
+        """From the pre-roll: (prefill samples, device input latency s, output latency s).
+
+        prefill = one chunk (the worker needs a whole one) + the largest callback burst (the
+        device may ask for that much output at once before the worker runs) + crossfade length
+        + margin. Device latencies are the mean of the callback timestamps (PortAudio's
+        ``currentTime - inputBufferAdcTime`` and ``outputBufferDacTime - currentTime``).
+        """
+        sr = self.cfg.samplerate
+        n = min(self._pr_n, self._pr_t.shape[0])
+        skip = n // 4  # the first callbacks come in a start-up rush
+        t = self._pr_t[skip:n]
+        frames = self._pr_frames[skip:n]
+        burst = int(frames.max(initial=self.cfg.blocksize or self.chunk))
+        run = 0
+        for i in range(t.shape[0]):
+            run = run + int(frames[i]) if i and t[i] - t[i - 1] < BURST_GAP_S else int(frames[i])
+            burst = max(burst, run)
+        lat = self._pr_lat[skip:n]
+        lat = lat[(lat[:, 0] > 0) & (lat[:, 1] > 0)]
+        lat_in, lat_out = (float(v) for v in lat.mean(axis=0)) if len(lat) else (0.0, 0.0)
+        margin = round(self.cfg.margin_ms * sr / 1000)
+        return self.chunk + burst + self.fade + margin, lat_in, lat_out
+
+    def arm(self, prefill: int) -> None:
+        """Ask the callback to start the pipeline with ``prefill`` samples of output buffering."""
+        self._arm_prefill = max(1, prefill)
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio through the stream since start (callback clock)."""
+        return self._pos / self.cfg.samplerate
+
+    @property
+    def processed_seconds(self) -> float:
+        """Seconds of input the worker has processed since arming."""
+        return (self._worker_pos - self._arm_start) / self.cfg.samplerate if self._armed else 0.0
+
+    def rtf(self) -> float:
+        """Worker CPU seconds per second of processed audio (0 before anything is processed)."""
+        done = self.processed_seconds
+        return self.stats.worker_cpu / done if done > 0 else 0.0
+
+    def device_latency(self) -> tuple[float, float]:
+        """Mean (input, output) device latency in seconds from the callback timestamps."""
+        st = self.stats
+        if st.lat_n:
+            return st.lat_in_sum / st.lat_n, st.lat_out_sum / st.lat_n
+        return 0.0, 0.0
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _say(text: str) -> None:
+    print(f"rtdenoise live: {text}", file=sys.stderr, flush=True)
+
+
+def _status(engine: LiveEngine) -> str:
+    st = engine.stats
+    return (
+        f"{engine.audio_seconds:.1f} s, RTF {engine.rtf():.3f}, xruns {st.xruns}, "
+        f"underruns {st.underruns}"
+    )
+
+
+def _latency_text(engine: LiveEngine, lat_in: float, lat_out: float) -> tuple[float, str]:
+    sr = engine.cfg.samplerate
+    algo = 1000.0 * engine.streamer.latency_samples / sr
+    buf = 1000.0 * engine.prefill / sr
+    total = algo + buf + 1000.0 * (lat_in + lat_out)
+    detail = (
+        f"engine {algo:.1f} + output buffer {buf:.1f} + device in {1000 * lat_in:.1f} / "
+        f"out {1000 * lat_out:.1f}"
+    )
+    return total, detail
+
+
+def _warm_up(streamer: Streamer, chunk: int) -> None:
+    """Run the engine once before the stream starts: JIT compilation and first model call."""
+    x = np.zeros(chunk, np.float32)
+    y = np.zeros(chunk, np.float32)
+    for _ in range(max(4, -(-2 * streamer.latency_samples // chunk))):
+        streamer.feed(x, out=y)
+    streamer.reset()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the devices, run until --duration, Ctrl-C or SIGTERM, print a summary."""
+    from .file_mode import build_processor
+
+    sd = devices.import_sounddevice()
+    in_dev = devices.resolve_device(args.input, "input")
+    out_dev = devices.resolve_device(args.output, "output")
+    rate = args.samplerate if args.samplerate is not None else in_dev.default_samplerate
+    if not rate > 0 or int(rate) != rate:
+        raise UserError(f"--samplerate must be a positive whole number of Hz, got {rate:g}")
+    rate = int(rate)
+    devices.check_settings(in_dev, out_dev, rate)
+    if args.duration is not None and not args.duration > 0:
+        raise UserError(f"--duration must be > 0 seconds, got {args.duration:g}")
+    if args.blocksize is not None and args.blocksize < 0:
+        raise UserError(f"--blocksize must be >= 0, got {args.blocksize}")
+
+    processor = build_processor(
+        passthrough=args.passthrough,
+        backend=args.backend,
+        model=args.model,
+        atten_lim_db=args.atten_lim_db,
+        wet=args.wet,
+    )
+    what = (
+        "passthrough"
+        if args.passthrough
+        else (
+            "identity (no model)"
+            if processor is None
+            else f"{args.model or 'default model'} ({args.backend})"
+        )
+    )
+    streamer = Streamer(processor, sample_rate=rate, channels=1)
+    chunk = max(1, math.ceil(StftConfig().hop * rate / streamer.stft.sample_rate))
+    blocksize = chunk if args.blocksize is None else args.blocksize
+    cfg = LiveConfig(rate, blocksize, args.latency, args.margin_ms)
+    engine = LiveEngine(streamer, cfg)
+    engine.callback_abort = sd.CallbackAbort
+    _warm_up(streamer, engine.chunk)
+
+    try:
+        stream = sd.Stream(
+            device=(in_dev.index, out_dev.index),
+            samplerate=rate,
+            blocksize=blocksize,
+            latency=args.latency,
+            channels=1,
+            dtype="float32",
+            callback=engine.callback,
+            finished_callback=lambda: (ended.append(True), engine.stop_event.set()),
+        )
+    except sd.PortAudioError as exc:
+        raise devices.portaudio_user_error(exc, in_dev, rate, "input") from exc
+    ended: list[bool] = []  # the stream finished by itself (device error, disconnect)
+    engine.open_recordings(args.record_input, args.record_output)
+
+    worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)
+    stopped_by: list[str] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        stopped_by.append("SIGTERM")
+        engine.stop_event.set()
+
+    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # the callback waits at most this long for the GIL
+    stall_s = max(STALL_S, 5 * max(stream.latency))
+    latency_ms = 0.0
+    ended_early = False
+    try:
+        with stream:
+            # pre-roll: silence out, measure callback bursts and device latency, then arm
+            while engine.audio_seconds < PREROLL_S and not engine.stop_event.wait(0.02):
+                _check_stall(engine, stall_s)
+            if not engine.stop_event.is_set():
+                prefill, lat_in, lat_out = engine.plan_prefill()
+                if lat_in <= 0 or lat_out <= 0:  # host API without timestamps
+                    lat_in, lat_out = stream.latency
+                worker.start()
+                engine.arm(prefill)
+                while not engine.armed and not engine.stop_event.wait(0.01):
+                    _check_stall(engine, stall_s)
+                latency_ms, detail = _latency_text(engine, lat_in, lat_out)
+                _say(
+                    f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
+                    f", {what}; latency {latency_ms:.1f} ms ({detail})"
+                )
+            next_status = engine.audio_seconds + STATUS_EVERY_S
+            try:
+                while not engine.stop_event.wait(0.05):
+                    _check_stall(engine, stall_s)
+                    now = engine.audio_seconds
+                    if args.duration is not None and now >= args.duration:
+                        break
+                    if now >= next_status:
+                        next_status += STATUS_EVERY_S
+                        if not args.quiet:
+                            _say(_status(engine))
+            except KeyboardInterrupt:
+                stopped_by.append("Ctrl-C")
+            ended_early = bool(ended) and engine.error is None
+    finally:
+        engine.stop_event.set()
+        engine._wake.set()
+        if worker.is_alive():
+            worker.join(timeout=5.0)
+        engine.close_recordings()
+        signal.signal(signal.SIGTERM, old_handler)
+        sys.setswitchinterval(old_switch)
+
+    if ended_early:
+        raise UserError(
+            f"the audio stream stopped unexpectedly after {engine.audio_seconds:.1f} s "
+            "(device error or disconnect; try a larger --latency)",
+            exit_code=1,
+        )
+    if engine.error is not None:
+        exc = engine.error
+        raise UserError(f"audio processing failed: {type(exc).__name__}: {exc}", exit_code=1)
+    st = engine.stats
+    lat_in, lat_out = engine.device_latency()
+    if st.lat_n:
+        latency_ms, _ = _latency_text(engine, lat_in, lat_out)
+    flags = ", ".join(f"{k} {v}" for k, v in sorted(st.flags.items()))
+    _say(
+        f"stopped{' by ' + stopped_by[0] if stopped_by else ''} after {engine.audio_seconds:.1f} s"
+        f", RTF {engine.rtf():.3f}, xruns {st.xruns} after start-up ({st.xruns_startup} during)"
+        f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
+        f", latency {latency_ms:.1f} ms" + (f" [{flags}]" if flags and args.verbose else "")
+    )
+    return 0
+
+
+def _check_stall(engine: LiveEngine, stall_s: float) -> None:
+    if time.perf_counter() - engine.last_callback > stall_s:
+        raise UserError(
+            f"the audio stream stopped delivering audio for {stall_s:.1f} s "
+            "(try a larger --latency or --blocksize)",
+            exit_code=1,
+        )

@@ -1,0 +1,385 @@
+"""Live mode: the engine's timing invariants in-process, then end to end on a real audio server.
+
+In-process tests drive :class:`LiveEngine` exactly as PortAudio would (callback by callback) with
+the real :class:`Streamer`, and check sample-exact invariants: output = input delayed by
+``engine.delay``; when the worker falls behind, the output is the equally delayed dry input,
+crossfaded (every sample a convex mix of wet and dry); a worker exception stops the engine.
+
+End-to-end tests (marker ``live``) run ``python -m rtdenoise live`` as a subprocess against the
+PulseAudio server of ``tests/audio_server.py`` (session fixture ``audio_server``): a noisy,
+speech-like signal is played into ``rtd_in`` and ``rtd_out`` is recorded by a separate duplex
+stream; the recording is time-aligned by cross-correlation and compared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rtdenoise.errors import UserError
+from rtdenoise.live import SOFT_KNEE, LiveConfig, LiveEngine, _soft_clip
+from rtdenoise.streamer import Streamer
+from tests.audio_server import SINK_RATE, LiveRun, playrec_command
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "rtdenoise" / "models" / "default.onnx"
+
+
+# --------------------------------------------------------------------------- in-process engine
+
+
+class _Time:
+    """PortAudio's time info: 2 ms input, 5 ms output device latency."""
+
+    currentTime = 10.0
+    inputBufferAdcTime = 9.998
+    outputBufferDacTime = 10.005
+
+
+class _Halve:
+    """Frame processor: wet = half the input, so wet and dry differ everywhere."""
+
+    block_frames = 1
+    lookahead_frames = 0
+
+    def reset(self, channels: int) -> None:
+        pass
+
+    def process(self, frames: np.ndarray, out: np.ndarray) -> None:
+        np.multiply(frames, 0.5, out=out)
+
+
+def _engine(processor: object = None, sr: int = 8000, block: int = 64) -> LiveEngine:
+    return LiveEngine(Streamer(processor, sample_rate=sr), LiveConfig(sr, block, 0.02))
+
+
+def _drive(
+    engine: LiveEngine, x: np.ndarray, block: int, stall: range = range(0), arm_after: int = 10
+) -> tuple[np.ndarray, int]:
+    """Feed x [n] callback by callback; the worker keeps up except during callbacks ``stall``.
+
+    Returns (output [n], index of the first armed output sample).
+    """
+    y = np.full(len(x), np.nan, np.float32)
+    outdata = np.empty((block, 1), np.float32)
+    start = None
+    for i, a in enumerate(range(0, len(x) - block + 1, block)):
+        engine.callback(x[a : a + block, None], outdata, block, _Time, 0)
+        y[a : a + block] = outdata[:, 0]
+        if i == arm_after:
+            prefill, lat_in, lat_out = engine.plan_prefill()
+            assert (lat_in, lat_out) == pytest.approx((0.002, 0.005))
+            engine.arm(prefill)
+        elif engine.armed and start is None:
+            start = engine._arm_start
+        if engine.armed and i not in stall:
+            engine.process_available()
+    assert start is not None
+    return y, start
+
+
+def _signal(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 8000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_output_is_input_delayed_by_the_reported_delay() -> None:
+    block = 64
+    engine = _engine(block=block)
+    x = _signal(8000 * 2)
+    y, start = _drive(engine, x, block)
+    d = engine.delay
+    assert d == engine.prefill + engine.streamer.latency_samples
+    assert engine.prefill >= engine.chunk + block + engine.fade  # never waits on the worker
+    n = len(x) // block * block
+    np.testing.assert_array_equal(y[: start + engine.prefill], 0.0)  # silence, then delayed input
+    np.testing.assert_allclose(y[start + d : n], x[start : n - d], atol=1e-5)
+    assert engine.stats.underruns == 0 and engine.stats.xruns == 0
+
+
+def test_worker_behind_plays_the_delayed_dry_input_without_a_gap() -> None:
+    block = 64
+    engine = _engine(block=block)
+    x = _signal(8000 * 2, seed=1)
+    stall = range(100, 140)  # 40 callbacks (320 ms) without the worker
+    y, start = _drive(engine, x, block, stall=stall)
+    d = engine.delay
+    n = len(x) // block * block
+    # identity processing: wet == dry, so the fallback must be seamless and exact
+    np.testing.assert_allclose(y[start + d : n], x[start : n - d], atol=1e-5)
+    assert engine.stats.underruns == 1
+    assert engine.stats.dry_samples >= (len(stall) - 2) * block - engine.prefill
+
+
+def test_fallback_crossfades_between_wet_and_dry() -> None:
+    block = 64
+    engine = _engine(_Halve(), block=block)
+    x = np.abs(_signal(8000 * 2, seed=2)) + 0.1  # positive: wet (x/2) < dry (x) everywhere
+    stall = range(100, 140)
+    y, start = _drive(engine, x, block, stall=stall)
+    d, f = engine.delay, engine.fade
+    n = len(x) // block * block
+    dry = x[start : n - d]
+    out = y[start + d : n]
+    wet = 0.5 * dry
+    # every sample is a convex mix of wet and dry at its own time index: no click, no gap
+    assert np.all(out >= wet - 1e-5) and np.all(out <= dry + 1e-5)
+    is_dry = np.isclose(out, dry, atol=1e-5)
+    is_wet = np.isclose(out, wet, atol=1e-5)
+    mixed = ~(is_dry | is_wet)
+    assert is_dry.sum() >= 30 * block  # the stall was bridged with the dry signal
+    assert 0 < mixed.sum() <= 2 * f  # exactly two short crossfades
+    # wet, fade out, dry, fade in, wet: nothing else
+    label = np.where(is_wet, 0, np.where(is_dry, 2, 1))
+    runs = label[np.r_[0, np.flatnonzero(np.diff(label)) + 1]]
+    assert runs.tolist() == [0, 1, 2, 1, 0]
+
+
+def test_worker_exception_stops_the_engine() -> None:
+    engine = _engine(block=64)
+
+    def broken(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        raise ValueError("model exploded")
+
+    engine.streamer.feed = broken  # type: ignore[method-assign]
+    worker = threading.Thread(target=engine.worker, daemon=True)
+    worker.start()
+    x = _signal(8000)
+    outdata = np.empty((64, 1), np.float32)
+    for i, a in enumerate(range(0, len(x) - 64, 64)):
+        engine.callback(x[a : a + 64, None], outdata, 64, _Time, 0)
+        if i == 2:
+            engine.arm(engine.plan_prefill()[0])
+        if engine.stop_event.wait(0.002):
+            break
+    assert engine.stop_event.wait(5.0)
+    worker.join(5.0)
+    assert not worker.is_alive()
+    assert isinstance(engine.error, ValueError)
+
+
+def test_soft_clip_is_identity_below_the_knee_and_bounded_above() -> None:
+    y = np.linspace(-3, 3, 6001, dtype=np.float32)
+    ref = y.copy()
+    tmp, tmp2 = np.empty_like(y), np.empty_like(y)
+    _soft_clip(y, tmp, tmp2)
+    low = np.abs(ref) <= SOFT_KNEE
+    np.testing.assert_array_equal(y[low], ref[low])
+    assert np.all(np.abs(y) <= 1.0)
+    assert np.all(np.diff(y) >= -1e-6)  # monotonic (to float32 rounding): no fold-over
+    assert np.all(np.abs(y[np.abs(ref) <= 1.1]) < 0.999)  # soft: not a hard clip at 1
+    np.testing.assert_allclose(y, -y[::-1], atol=1e-6)
+
+
+def test_prefill_covers_a_callback_burst() -> None:
+    engine = _engine(block=64)
+    outdata = np.empty((64, 1), np.float32)
+    x = np.zeros(64, np.float32)
+    clock = iter(np.repeat(np.arange(100) * 0.032, 4) + np.tile([0, 1e-4, 2e-4, 3e-4], 100))
+    engine._clock = lambda: float(next(clock))
+    for _ in range(400):  # bursts of 4 callbacks back to back
+        engine.callback(x[:, None], outdata, 64, _Time, 0)
+    prefill, _, _ = engine.plan_prefill()
+    assert prefill >= engine.chunk + 4 * 64 + engine.fade
+
+
+def test_portaudio_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtdenoise import devices
+
+    class _NoPortAudio:
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "sounddevice":
+                raise OSError("PortAudio library not found")
+
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoPortAudio(), *sys.meta_path])
+    with pytest.raises(UserError, match="libportaudio2"):
+        devices.import_sounddevice()
+
+
+# --------------------------------------------------------------------------- real audio server
+
+
+def _cli(server: object, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtdenoise", "live", *args],
+        env=server.env,  # type: ignore[attr-defined]
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_error_line(res: subprocess.CompletedProcess[str]) -> str:
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("rtdenoise: error: ")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
+    return errors[0]
+
+
+@pytest.mark.live
+def test_list_devices(audio_server: object) -> None:
+    res = _cli(audio_server, "-l")
+    assert res.returncode == 0, res.stderr
+    assert "rtd_in" in res.stdout and "rtd_out" in res.stdout
+
+
+@pytest.mark.live
+def test_unknown_device_says_how_to_list(audio_server: object) -> None:
+    line = _one_error_line(_cli(audio_server, "--input", "no_such_device_xyz"))
+    assert "no_such_device_xyz" in line and "rtdenoise live -l" in line
+
+
+@pytest.mark.live
+def test_unsupported_sample_rate(audio_server: object) -> None:
+    line = _one_error_line(
+        _cli(audio_server, "--input", "rtd_in", "--output", "rtd_out", "-r", "1000000")
+    )
+    assert "sample rate" in line and "1000000 Hz" in line
+
+
+def _speech_like(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Vowel-like syllables: harmonics of a gliding f0 through two formants, with pauses.
+
+    Band-limited below 3.4 kHz so that it passes the 8 kHz engine unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    x = np.zeros(n)
+    pos = int(0.1 * sr)
+    while pos < n - int(0.3 * sr):
+        dur = int(rng.uniform(0.15, 0.35) * sr)
+        t = np.arange(dur) / sr
+        f0 = rng.uniform(100, 200) * (1 + 0.15 * t / t[-1])
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        f1, f2 = rng.uniform(300, 800), rng.uniform(900, 2500)
+        syl = np.zeros(dur)
+        for h in range(1, int(3400 / f0.max())):
+            fh = h * f0.mean()
+            amp = np.exp(-(((fh - f1) / 150) ** 2)) + 0.5 * np.exp(-(((fh - f2) / 250) ** 2))
+            syl += (amp + 0.02) / h * np.sin(h * phase)
+        syl *= np.hanning(dur)
+        x[pos : pos + dur] += syl
+        pos += dur + int(rng.uniform(0.05, 0.2) * sr)
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _noisy(clean: np.ndarray, sr: int, snr_db: float, seed: int = 1) -> np.ndarray:
+    from scipy import signal
+
+    rng = np.random.default_rng(seed)
+    sos = signal.butter(8, 3400, fs=sr, output="sos")
+    noise = signal.sosfilt(sos, rng.standard_normal(len(clean))).astype(np.float32)
+    scale = np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return (clean + scale * noise).astype(np.float32)
+
+
+def _align(ref: np.ndarray, rec: np.ndarray, max_lag: int) -> np.ndarray:
+    """rec shifted so that it lines up with ref (cross-correlation peak), cut to len(ref)."""
+    n = len(ref) + len(rec)
+    corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(ref, n)), n)
+    lag = int(np.argmax(corr[:max_lag]))
+    out = rec[lag : lag + len(ref)]
+    assert len(out) == len(ref), f"recording too short for lag {lag}"
+    return out
+
+
+def _window_correlations(a: np.ndarray, b: np.ndarray, win: int) -> np.ndarray:
+    return np.array(
+        [np.corrcoef(a[i : i + win], b[i : i + win])[0, 1] for i in range(0, len(a) - win, win)]
+    )
+
+
+def _si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
+    ref = ref - ref.mean()
+    est = est - est.mean()
+    target = (est @ ref) / (ref @ ref) * ref
+    return float(10 * np.log10((target @ target) / np.sum((est - target) ** 2)))
+
+
+def _through_live(server: object, tmp: Path, x: np.ndarray, live_args: list[str]) -> tuple:
+    """Play x into rtd_in while live runs, record rtd_out -> (recording, summary, stdout)."""
+    play, rec = tmp / "play.wav", tmp / "rec.wav"
+    sf.write(play, x, SINK_RATE, subtype="FLOAT")
+    args = ["--input", "rtd_in", "--output", "rtd_out", "--latency", "0.2", "--duration", "60"]
+    live = LiveRun(server.env, [*args, *live_args])  # type: ignore[attr-defined]
+    try:
+        live.wait_started(timeout=90)
+        subprocess.run(
+            playrec_command(play, rec, latency=0.2, lead=0.3, tail=1.5),
+            env=server.env,  # type: ignore[attr-defined]
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        summary = live.stop()
+    y, sr = sf.read(rec, dtype="float32")
+    assert sr == SINK_RATE
+    return y, summary, live.output
+
+
+def _with_one_retry(check, *args):  # noqa: ANN001, ANN202 - test helper
+    """Run a live check; on failure (a load spike on a shared 2-core box) retry once."""
+    try:
+        return check(*args)
+    except (AssertionError, RuntimeError) as first:
+        print(f"live check failed once, retrying: {first}")
+        return check(*args)
+
+
+@pytest.mark.live
+@pytest.mark.slow
+def test_passthrough_end_to_end_matches_the_input(audio_server: object, tmp_path: Path) -> None:
+    sr = SINK_RATE
+    noisy = _noisy(_speech_like(sr, 3.0), sr, snr_db=10)
+
+    def check() -> dict:
+        rec, summary, text = _through_live(audio_server, tmp_path, noisy, ["--passthrough"])
+        aligned = _align(noisy, rec, max_lag=int(1.5 * sr))
+        corr = _window_correlations(noisy, aligned, win=sr // 4)
+        assert corr.min() > 0.95, (corr, text)
+        assert summary["xruns"] == 0 and summary["underruns"] == 0, text
+        assert "stopped by SIGTERM" in text
+        return summary
+
+    summary = _with_one_retry(check)
+    assert summary["latency_ms"] > 0
+
+
+@pytest.mark.live
+def test_duration_stops_by_itself(audio_server: object) -> None:
+    args = ["--input", "rtd_in", "--output", "rtd_out", "--latency", "0.2"]
+    res = _cli(audio_server, *args, "--passthrough", "--duration", "1.5", "-q")
+    assert res.returncode == 0, res.stderr
+    summary = [ln for ln in res.stderr.splitlines() if "stopped after" in ln]
+    assert len(summary) == 1, res.stderr
+    seconds = float(summary[0].split("stopped after ")[1].split(" s")[0])
+    assert 1.5 <= seconds < 2.5
+
+
+@pytest.mark.live
+@pytest.mark.slow
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model yet (default.onnx)")
+def test_model_end_to_end_improves_si_sdr(audio_server: object, tmp_path: Path) -> None:
+    sr = SINK_RATE
+    clean = _speech_like(sr, 4.0, seed=3)
+    noisy = _noisy(clean, sr, snr_db=0, seed=4)
+    baseline = _si_sdr(clean, noisy)
+
+    def check() -> float:
+        rec, summary, text = _through_live(audio_server, tmp_path, noisy, [])
+        aligned = _align(noisy, rec, max_lag=int(1.5 * sr))
+        gain = _si_sdr(clean, aligned) - baseline
+        assert gain >= 5.0, (baseline, gain, text)
+        assert summary["xruns"] == 0, text
+        return gain
+
+    _with_one_retry(check)
