@@ -25,8 +25,13 @@ A processor with lookahead ``La`` is a delay line (see ``processor.FrameProcesso
 ``La`` frames it writes after ``reset`` are discarded. Multi-channel audio is processed per
 channel: the processor gets ``[C, K, F]``.
 
-Buffers are preallocated; per call the engine allocates only the FFT results of each batch of
-up to ``max_frames`` frames (scipy.fft has no ``out=``), not per hop.
+Buffers are preallocated: ``feed(x, out=y)`` allocates no audio memory (only small numpy views).
+The FFTs run batched over all frames a call makes available (up to ``max_frames`` per batch),
+while the processor still sees exactly K frames per call; with one channel those are views of
+the engine's buffers, valid only during the call.
+
+Cost with identity processing, 48 kHz in and out, one thread (``benchmarks/test_bench_dsp.py``):
+~2.5 ms of CPU per second of audio fed in 4096-sample blocks, ~5 ms in 10 ms chunks.
 """
 
 from __future__ import annotations
