@@ -188,3 +188,30 @@ def test_mask_processor_on_onnx_applies_the_model_mask(shipped):
     with torch.no_grad():
         mask = model(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(np.concatenate(got, 1), frames * mask, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("lookahead", [0, 2])
+def test_streamer_with_model_equals_offline_masking(tmp_path, lookahead):
+    """Engine + MaskProcessor == offline STFT, offline model mask, offline iSTFT."""
+    import dataclasses
+
+    from rtdenoise.stft import istft, stft
+    from rtdenoise.streamer import Streamer
+
+    cfg = dataclasses.replace(TINY, lookahead_frames=lookahead)
+    model = trained_tiny(cfg, seed=4)
+    save_checkpoint(tmp_path / "m.pt", model)
+    x = (0.1 * np.random.default_rng(6).standard_normal(4000)).astype(np.float32)
+    z = stft(x)
+    ri = np.stack([z.real, z.imag], -1).astype(np.float32)[None]
+    with torch.no_grad():
+        mask = model(torch.from_numpy(ri))[0].numpy()[0]
+    ref = istft(z * mask, length=x.shape[0])
+    proc = MaskProcessor(load_backend("torch", tmp_path / "m.pt", block_frames=3))
+    streamer = Streamer(processor=proc, sample_rate=8000, channels=1)
+    y = streamer.process(x)
+    assert streamer.latency_samples == 518 + (2 + lookahead) * 31
+    # the last nperseg samples differ by design: the stream has frames past the offline STFT's
+    # last frame (its flush keeps framing the zero tail), which offline masking never sees
+    n = x.shape[0] - 519
+    np.testing.assert_allclose(y[:n], ref[:n], atol=1e-5, rtol=0)
