@@ -1,0 +1,478 @@
+"""Denoise audio files through the same block-by-block engine that live mode uses.
+
+  rtdenoise file IN OUT                  one file (OUT may be an existing folder)
+  rtdenoise file IN [IN ...] -o OUT      OUT is a file for one input, an existing folder otherwise
+  rtdenoise file - - < noisy.wav > clean.wav
+
+Any format, sample rate and channel count that soundfile reads (wav, flac, ogg, ...). The output
+has the input's rate, channels and length, time-aligned with it (the engine's latency is
+removed), and by default the input's format and sample type; the format follows OUT's extension
+when it has a known one (stdout is always wav). Files are streamed in blocks, never loaded
+whole. Output goes to a temporary file beside OUT that is renamed when complete, so a failure or
+Ctrl-C never leaves a half-written file, and the input is never touched.
+
+Until a trained model ships in rtdenoise/models/default.onnx, the default processing is the
+identity (the output is the input, band-limited to 3.4 kHz at rates above 8 kHz), with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import soundfile as sf
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.onnx"
+STDIO = "-"
+#: output extension -> soundfile format (anything else keeps the input's format)
+EXT_FORMATS = {
+    ".wav": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".opus": "OGG",
+    ".mp3": "MP3",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+    ".au": "AU",
+    ".caf": "CAF",
+    ".w64": "W64",
+    ".rf64": "RF64",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="IN OUT, or with -o: one or more inputs ('-' = stdin/stdout, wav)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (one input) or existing folder (outputs keep the input file names)",
+    )
+    model = parser.add_argument_group("processing")
+    model.add_argument(
+        "--passthrough",
+        action="store_true",
+        help="identity processing: only the engine (resampling, STFT, overlap-add)",
+    )
+    model.add_argument(
+        "--backend",
+        choices=("onnx", "torchscript", "torch"),
+        default="onnx",
+        help="model runtime (default: onnx; the others need torch)",
+    )
+    model.add_argument(
+        "--model",
+        metavar="PATH",
+        help="model file (default: rtdenoise/models/default.onnx; "
+        "while it does not exist the default is identity processing, with a warning)",
+    )
+    model.add_argument(
+        "--atten-lim-db",
+        type=float,
+        metavar="DB",
+        help="most attenuation the mask may apply, in dB (default: the processor's)",
+    )
+    model.add_argument(
+        "--wet",
+        type=float,
+        metavar="W",
+        help="dry/wet mix, 0 (input) .. 1 (denoised) (default: the processor's)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--subtype",
+        metavar="TYPE",
+        help="sample type, e.g. PCM_16, PCM_24, FLOAT (default: the input's, if the format has it)",
+    )
+    out.add_argument(
+        "--block-seconds",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds of audio per engine call (default: 1.0)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+
+
+# --------------------------------------------------------------------------- processor
+
+
+def build_processor(
+    passthrough: bool = False,
+    backend: str = "onnx",
+    model: str | None = None,
+    atten_lim_db: float | None = None,
+    wet: float | None = None,
+) -> Any | None:
+    """The frame processor for the streamer; None means identity.
+
+    The one place that decides what the default processing is: identity while the default model
+    file is missing (with a warning), the mask processor on the chosen backend otherwise.
+    """
+    if atten_lim_db is not None and not atten_lim_db >= 0:
+        raise UserError(f"--atten-lim-db must be >= 0, got {atten_lim_db}")
+    if wet is not None and not 0.0 <= wet <= 1.0:
+        raise UserError(f"--wet must be between 0 and 1, got {wet}")
+    if passthrough:
+        return None
+    from . import backends
+
+    default = DEFAULT_MODEL if backend == "onnx" else _default_path(backends, backend)
+    if model is None and default is not None and not Path(default).exists():
+        log.warning("no trained model at %s yet: identity processing", default)
+        return None
+    if model is not None and not Path(model).is_file():
+        raise UserError(f"model file not found: {model}")
+    from .processor import MaskProcessor
+
+    kwargs: dict[str, float] = {}
+    if atten_lim_db is not None:
+        kwargs["atten_lim_db"] = atten_lim_db
+    if wet is not None:
+        kwargs["wet"] = wet
+    try:
+        return MaskProcessor(backends.load_backend(backend, model), **kwargs)
+    except UserError:
+        raise
+    except ImportError as exc:
+        raise UserError(f"the {backend} backend needs {exc.name or 'torch'} installed") from None
+    except Exception as exc:  # a broken model file: one line; -v shows the traceback
+        log.debug("loading the %s model failed", backend, exc_info=True)
+        raise UserError(f"cannot load the {backend} model {model or default}: {exc}") from None
+
+
+def _default_path(backends: Any, kind: str) -> Path | None:
+    return getattr(backends, "DEFAULT_PATHS", {}).get(kind)
+
+
+# --------------------------------------------------------------------------- library
+
+
+def denoise_array(x: np.ndarray, sample_rate: int, processor: Any | None = None) -> np.ndarray:
+    """Whole signal through the streaming engine: x float32 ``[n]`` or ``[n, C]`` -> same shape.
+
+    Time-aligned with the input (latency removed) and the same length. ``processor`` None is
+    identity. For evaluation and benchmarks; the CLI streams files block by block instead.
+    """
+    from .streamer import Streamer
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"expected [n] or [n, C] samples, got shape {x.shape}")
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    streamer = Streamer(processor=processor, sample_rate=int(sample_rate), channels=channels)
+    return streamer.process(x)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    src: str  # path or "-"
+    dst: str  # path or "-"
+
+
+def plan_jobs(paths: list[str], output: str | None) -> list[Job]:
+    """Turn the command line into (input, output) pairs, checking everything before any work."""
+    if output is None:
+        if len(paths) != 2:
+            raise UserError(
+                "give IN OUT, or IN [IN ...] -o OUT (OUT: a file for one input, else a folder)"
+            )
+        inputs, output = [paths[0]], paths[1]
+    else:
+        inputs = paths
+    if inputs.count(STDIO) > 1:
+        raise UserError("stdin ('-') can be read only once")
+    is_dir = output != STDIO and os.path.isdir(output)
+    if len(inputs) > 1 and not is_dir:
+        if output == STDIO or output.endswith(("/", os.sep)) or not os.path.exists(output):
+            raise UserError(f"output folder does not exist: {output}")
+        raise UserError(f"with several inputs, the output must be a folder: {output}")
+    jobs = []
+    for src in inputs:
+        if is_dir:
+            if src == STDIO:
+                raise UserError("stdin input needs an output file name, not a folder")
+            dst = os.path.join(output, os.path.basename(src))
+        else:
+            dst = output
+        jobs.append(Job(src, dst))
+    seen: dict[str, str] = {}
+    for job in jobs:
+        check_input(job.src)
+        check_output(job)
+        if job.dst != STDIO:
+            key = os.path.realpath(job.dst)
+            if key in seen:
+                raise UserError(f"{seen[key]} and {job.src} would both write {job.dst}")
+            seen[key] = job.src
+    return jobs
+
+
+def check_input(src: str) -> None:
+    if src == STDIO:
+        return
+    if not os.path.exists(src):
+        raise UserError(f"no such file: {src}")
+    if os.path.isdir(src):
+        raise UserError(f"is a folder, not an audio file: {src}")
+    if not os.access(src, os.R_OK):
+        raise UserError(f"cannot read {src}: permission denied")
+
+
+def check_output(job: Job) -> None:
+    if job.dst == STDIO:
+        if sys.stdout.isatty():
+            raise UserError("refusing to write audio to a terminal; redirect stdout or give OUT")
+        return
+    if job.src != STDIO and os.path.exists(job.dst) and os.path.samefile(job.src, job.dst):
+        raise UserError(f"output would overwrite the input: {job.dst}")
+    folder = os.path.dirname(job.dst) or "."
+    if not os.path.isdir(folder):
+        raise UserError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to folder {folder}: permission denied")
+    if os.path.isdir(job.dst):
+        raise UserError(f"output is a folder: {job.dst}")
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def output_format(dst: str, info: sf.SoundFile, subtype: str | None) -> tuple[str, str]:
+    """(format, subtype) for the output: OUT's extension, else the input's format."""
+    if dst == STDIO:
+        fmt = "WAV"
+    else:
+        fmt = EXT_FORMATS.get(Path(dst).suffix.lower(), info.format)
+    if subtype is not None:
+        subtype = subtype.upper()
+        if not sf.check_format(fmt, subtype):
+            raise UserError(f"sample type {subtype} is not available for {fmt} files")
+        return fmt, subtype
+    if fmt == "OGG" and dst != STDIO and Path(dst).suffix.lower() == ".opus":
+        return fmt, "OPUS"
+    if sf.check_format(fmt, info.subtype):
+        return fmt, info.subtype
+    return fmt, sf.default_subtype(fmt)
+
+
+@contextlib.contextmanager
+def open_input(src: str) -> Iterator[IO[bytes] | str]:
+    """The input as something soundfile opens; stdin is spooled (soundfile needs to seek)."""
+    if src != STDIO:
+        yield src
+        return
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.seek(0)
+        yield spool
+
+
+@contextlib.contextmanager
+def atomic_output(dst: str) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``dst``, renamed onto it on success and removed on any failure."""
+    if dst == STDIO:
+        with tempfile.TemporaryFile() as tmp:
+            yield tmp
+            tmp.seek(0)
+            shutil.copyfileobj(tmp, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+        return
+    folder = os.path.dirname(dst) or "."
+    try:
+        fd, tmp_path = tempfile.mkstemp(
+            dir=folder, prefix=f".{os.path.basename(dst)}.", suffix=".part"
+        )
+    except OSError as exc:
+        raise UserError(f"cannot write to folder {folder}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w+b") as tmp:
+            yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
+
+
+def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> None:
+    """Stream one file through a fresh ``Streamer`` into its output."""
+    from .streamer import Streamer
+
+    name = "stdin" if job.src == STDIO else job.src
+    with open_input(job.src) as src:
+        size = _spool_size(src) if job.src == STDIO else os.path.getsize(job.src)
+        if size == 0:
+            log.warning("%s is empty (0 bytes): writing an empty output", name)
+            with atomic_output(job.dst):
+                pass
+            return
+        try:
+            fin = sf.SoundFile(src)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise UserError(f"cannot read {name}: {_sf_message(exc)}") from None
+        with fin:
+            fmt, subtype = output_format(job.dst, fin, args.subtype)
+            sr, channels, frames = fin.samplerate, fin.channels, fin.frames
+            with atomic_output(job.dst) as tmp:
+                try:
+                    fout = sf.SoundFile(
+                        tmp, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt
+                    )
+                except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+                    raise UserError(
+                        f"cannot write {fmt}/{subtype} at {sr} Hz, {channels} channels: "
+                        f"{_sf_message(exc)}"
+                    ) from None
+                with fout:
+                    streamer = Streamer(processor=processor, sample_rate=sr, channels=channels)
+                    _stream(fin, fout, streamer, name, frames, args)
+
+
+def _stream(
+    fin: sf.SoundFile,
+    fout: sf.SoundFile,
+    streamer: Any,
+    name: str,
+    frames: int,
+    args: argparse.Namespace,
+) -> None:
+    sr, channels = fin.samplerate, fin.channels
+    block = max(1, int(round(args.block_seconds * sr)))
+    buf = np.empty((block, channels), np.float32)
+    to_drop = streamer.latency_samples
+    n_in = n_out = bad = 0
+    with _progress(frames, sr, name, args.quiet) as bar:
+        while True:
+            try:
+                n = _read(fin, buf)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise UserError(f"cannot read {name}: {_sf_message(exc)}") from None
+            if n == 0:
+                break
+            x = buf[:n]
+            if not np.isfinite(x).all():
+                mask = ~np.isfinite(x)
+                bad += int(mask.sum())
+                x[mask] = 0.0
+            y = streamer.feed(x)
+            n_in += n
+            if to_drop:
+                k = min(to_drop, len(y))
+                y, to_drop = y[k:], to_drop - k
+            n_out += _write(fout, y, name)
+            bar.update(n / sr)
+        if n_in:
+            tail = streamer.flush()[to_drop:][: n_in - n_out]
+            n_out += _write(fout, tail, name)
+    if n_out != n_in:  # the engine's contract, checked where a violation would cost data
+        raise RuntimeError(f"wrote {n_out} samples for {n_in} read")
+    if bad:
+        log.warning("%s: replaced %d NaN/inf samples by 0", name, bad)
+
+
+def _read(fin: sf.SoundFile, buf: np.ndarray) -> int:
+    data = fin.read(len(buf), dtype="float32", always_2d=True, out=buf)
+    return len(data)
+
+
+def _write(fout: sf.SoundFile, y: np.ndarray, name: str) -> int:
+    if len(y):
+        try:
+            fout.write(y)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise UserError(f"cannot write the output of {name}: {_sf_message(exc)}") from None
+    return len(y)
+
+
+def _spool_size(f: Any) -> int:
+    pos = f.tell()
+    size = f.seek(0, os.SEEK_END)
+    f.seek(pos)
+    return size
+
+
+def _sf_message(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # soundfile: "Error opening '/x/y.wav': Format not recognised." -> keep the reason
+    if msg.startswith("Error opening") and ": " in msg:
+        msg = msg.rsplit(": ", 1)[1]
+    return msg.rstrip(".")
+
+
+class _NoBar:
+    def update(self, n: float) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _progress(frames: int, sr: int, name: str, quiet: bool) -> Iterator[Any]:
+    if quiet or not sys.stderr.isatty():
+        yield _NoBar()
+        return
+    from tqdm import tqdm
+
+    with tqdm(
+        total=round(frames / sr, 2) if frames > 0 else None,
+        unit="s",
+        desc=os.path.basename(name),
+        file=sys.stderr,
+        leave=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{rate_fmt}]",
+    ) as bar:
+        yield bar
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.block_seconds > 0:
+        raise UserError(f"--block-seconds must be > 0, got {args.block_seconds}")
+    jobs = plan_jobs(args.paths, args.output)
+    processor = build_processor(
+        passthrough=args.passthrough,
+        backend=args.backend,
+        model=args.model,
+        atten_lim_db=args.atten_lim_db,
+        wet=args.wet,
+    )
+    if len(jobs) == 1:
+        process_file(jobs[0], processor, args)
+        return 0
+    failed = 0
+    for job in jobs:
+        try:
+            process_file(job, processor, args)
+        except UserError as exc:  # report and go on with the other files
+            print(f"rtdenoise: error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
