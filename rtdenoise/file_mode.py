@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -137,8 +138,7 @@ def build_processor(
         raise UserError(f"--wet must be between 0 and 1, got {wet}")
     if passthrough:
         return None
-    from . import backends
-
+    backends = importlib.import_module(".backends", __package__)  # ONNX path: no torch
     default = DEFAULT_MODEL if backend == "onnx" else _default_path(backends, backend)
     if model is None and default is not None and not Path(default).exists():
         log.warning("no trained model at %s yet: identity processing", default)
