@@ -180,6 +180,12 @@ def test_process_shapes_and_flush():
     assert y.shape == (700, 1)
     np.testing.assert_allclose(y, x, atol=1e-5)
     assert Streamer(channels=2).flush().shape == (518, 2)
+    # in place: out may be the input buffer itself
+    buf = x.copy()
+    s.reset()
+    s.feed(buf, out=buf)
+    np.testing.assert_array_equal(buf[:518], 0.0)
+    np.testing.assert_allclose(buf[518:], x[: 700 - 518], atol=1e-5)
     with pytest.raises(ValueError):
         Streamer(channels=2).feed(np.zeros(10, np.float32))
     with pytest.raises(ValueError):
