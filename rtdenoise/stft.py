@@ -258,6 +258,7 @@ class StftAnalyzer:
         self.channels = channels
         self.max_frames = max_frames
         hop, nps = cfg.hop, cfg.nperseg
+        self._hop, self._nps = hop, nps  # plain ints: the config's properties cost a call each
         #: largest chunk :meth:`push` accepts
         self.max_push = max_frames * hop
         # kept between pops: < nperseg + hop*(frames not popped); room for two of that + a push
@@ -286,8 +287,7 @@ class StftAnalyzer:
     def available(self) -> int:
         """Frames that :meth:`pop` can return now."""
         span = self._w - self._r
-        nps = self.cfg.nperseg
-        return 0 if span < nps else (span - nps) // self.cfg.hop + 1
+        return 0 if span < self._nps else (span - self._nps) // self._hop + 1
 
     def push(self, x: np.ndarray) -> None:
         """x: float ``[C, n]`` with ``n <= max_push`` -> buffered (no allocation)."""
@@ -311,9 +311,9 @@ class StftAnalyzer:
         """
         if m > self.available or m > self.max_frames:
             raise ValueError(f"cannot pop {m} frames ({self.available} available)")
-        i0 = self._r // self.cfg.hop
+        i0 = self._r // self._hop
         np.multiply(self._frames[:, i0 : i0 + m], self._win, out=self._windowed[:, :m])
-        self._r += m * self.cfg.hop
+        self._r += m * self._hop
         self.frames_out += m
         mp = _lanes(m)
         _rfft_into(self._windowed[:, :mp], self._spec[:, :mp])
@@ -361,6 +361,7 @@ class StftSynthesizer:
         self.channels = channels
         self.max_frames = max_frames
         hop, nps = cfg.hop, cfg.nperseg
+        self._hop = hop
         win = cfg.window_array
         self._wsyn = (win * win.sum()).astype(np.float32)
         startup, steady = ola_norm(cfg)
@@ -391,7 +392,7 @@ class StftSynthesizer:
         m = z.shape[1]
         if m > self.max_frames:
             raise ValueError(f"push at most {self.max_frames} frames at a time, got {m}")
-        hop = self.cfg.hop
+        hop = self._hop
         if m == 0:
             return self._out[:, :0]
         mp = _lanes(m)
