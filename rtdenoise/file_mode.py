@@ -368,6 +368,7 @@ def _stream(
     sr, channels = fin.samplerate, fin.channels
     block = max(1, int(round(args.block_seconds * sr)))
     buf = np.empty((block, channels), np.float32)
+    ybuf = np.empty_like(buf)
     to_drop = streamer.latency_samples
     n_in = n_out = bad = 0
     with _progress(frames, sr, name, args.quiet) as bar:
@@ -383,7 +384,7 @@ def _stream(
                 mask = ~np.isfinite(x)
                 bad += int(mask.sum())
                 x[mask] = 0.0
-            y = streamer.feed(x)
+            y = streamer.feed(x, out=ybuf[:n])
             n_in += n
             if to_drop:
                 k = min(to_drop, len(y))
