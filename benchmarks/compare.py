@@ -305,6 +305,17 @@ def balanced_order(items: list[Item], seed: int = 0) -> list[Item]:
     return out
 
 
+def _example_key(ds: str, item_id: str, name: str, set_key: str | None = None) -> str | None:
+    """The cache key of the system version whose example audio is saved (or record one)."""
+    f = CACHE / "examples" / ds / item_id / "keys.json"
+    keys = json.loads(f.read_text()) if f.exists() else {}
+    if set_key is not None:
+        keys[name] = set_key
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(keys, indent=1))
+    return keys.get(name)
+
+
 def run_quality(
     systems: list,
     items_by_ds: dict[str, list[Item]],
@@ -343,10 +354,7 @@ def run_quality(
                 if name == CLEAN and not need:
                     continue  # the clean reference only has DNSMOS to report
                 r = cache.get(it.id, need)
-                ex = (
-                    f"{ds}/{it.id}" in examples
-                    and not (CACHE / "examples" / ds / it.id / f"{name}.flac").exists()
-                )
+                ex = f"{ds}/{it.id}" in examples and _example_key(ds, it.id, name) != cache.key
                 if r is None or ex:
                     todo.append(it)
                 else:
@@ -363,6 +371,8 @@ def run_quality(
                         break
                     need = f"{ds}/{it.id}" in dnsmos_ids
                     row = score_item(sysobj, name, it, dnsmos if need else None, ex_ids)
+                    if it.id in ex_ids:
+                        _example_key(ds, it.id, name, cache.key)
                     cache.put(row)
                     rows.append(cache.rows[it.id])
             log.info("%s/%s: %d files (%d new)", ds, name, len(rows), len(todo))
@@ -486,6 +496,7 @@ def run_timing(systems: list, x: np.ndarray, repeats: int) -> dict:
             "repeats": repeats,
             "reference": peers.REFERENCE if ref else None,
         }
+        out["load_avg_start"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         ref_times: list[float] = []
         per: dict = {}
         for s, n in tqdm(timed, desc="timing", leave=False, file=sys.stderr):
@@ -501,9 +512,12 @@ def run_timing(systems: list, x: np.ndarray, repeats: int) -> dict:
                 ts.append(t)
                 ref_times.append(tr)
                 ratios.append(t / tr)
+            ref_min = min(ref_times[-len(ratios) :]) if ratios else None
             per[n] = {
                 "rtf": float(np.median(ts)) / dur,
                 "rtf_min": float(np.min(ts)) / dur,
+                # best time over best reference time of the same rounds: the least load-sensitive
+                "ratio_best": float(np.min(ts)) / ref_min if ref_min else None,
                 "ratio_to_ref": float(np.median(ratios)) if ratios else (1.0 if s is ref else None),
                 "ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]
                 if ratios
@@ -515,6 +529,7 @@ def run_timing(systems: list, x: np.ndarray, repeats: int) -> dict:
             per.setdefault(name, {})
             per[name].update({"rtf": float(np.median(all_ref)) / dur, "ratio_to_ref": 1.0})
         out["systems"] = per
+        out["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         out["cpu"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     finally:
         if prev is not None:
@@ -615,6 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="HH:MM UTC: stop scoring new files then and summarise the files all systems have",
     )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="directory with rtdenoise's default.{onnx,jit.pt,pt} (default: rtdenoise/models)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -627,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     names = [n for n in args.systems if n not in (SEED_ORIGINAL, CLEAN)]
-    built = peers.build_systems(names)
+    built = peers.build_systems(names, args.model_dir)
     _one_thread_torch()
     present = [(s, s.name, s.version) for s in built if isinstance(s, peers.System)]
     missing = [s for s in built if isinstance(s, peers.Missing)]

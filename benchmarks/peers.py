@@ -26,7 +26,6 @@ import soxr
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
-MODELS_DIR = Path(__file__).resolve().parent.parent / "rtdenoise" / "models"
 
 
 def _version(dist: str) -> str:
@@ -254,7 +253,7 @@ class RtDenoise(System):
     ``backend=None`` runs the engine with the identity processor (STFT -> overlap-add only).
     """
 
-    def __init__(self, backend: str | None, model_path: Path | None = None) -> None:
+    def __init__(self, backend: str | None, model_dir: Path | None = None) -> None:
         from rtdenoise.streamer import Streamer
 
         if backend is None:
@@ -265,19 +264,15 @@ class RtDenoise(System):
             self.description = "rtdenoise engine, identity processor (STFT -> overlap-add)"
             self.version = "rtdenoise engine"
         else:
-            from rtdenoise.backends import load_backend
-
+            from rtdenoise.backends import DEFAULT_PATHS, load_backend
             from rtdenoise.processor import MaskProcessor
 
-            if model_path is None:
-                suffix = {"onnx": ".onnx", "torchscript": ".ts", "torch": ".pt"}[backend]
-                cand = MODELS_DIR / f"default{suffix}"
-                if backend == "torchscript" and not cand.exists():
-                    cand = MODELS_DIR / "default.pt"
-                model_path = cand
+            model_path = DEFAULT_PATHS[backend]
+            if model_dir is not None:
+                model_path = Path(model_dir) / model_path.name
             if not Path(model_path).exists():
                 raise FileNotFoundError(f"model file {model_path} not found (not trained yet?)")
-            self._backend = load_backend(backend, model_path)
+            self._backend = load_backend(backend, model_path, threads=1)
             processor = MaskProcessor(self._backend)
             self.name = f"rtdenoise-{backend}"
             self.description = f"rtdenoise ({backend} backend, {Path(model_path).name})"
@@ -295,17 +290,17 @@ class RtDenoise(System):
         return _down(np.asarray(y, dtype=np.float32).reshape(-1), SAMPLE_RATE, len(x))
 
 
-#: name -> factory; the order is the order of tables and plots
-FACTORIES: dict[str, Callable[[], System]] = {
-    "noisy": Noisy,
-    "passthrough": lambda: RtDenoise(None),
-    "rtdenoise-onnx": lambda: RtDenoise("onnx"),
-    "rtdenoise-torchscript": lambda: RtDenoise("torchscript"),
-    "rtdenoise-torch": lambda: RtDenoise("torch"),
-    "rnnoise": RNNoise,
-    "dfn3": lambda: DeepFilterNet3(100.0, "dfn3"),
-    "dfn3-12db": lambda: DeepFilterNet3(12.0, "dfn3-12db"),
-    "noisereduce": NoiseReduce,
+#: name -> factory(model_dir); the order is the order of tables and plots
+FACTORIES: dict[str, Callable[[Path | None], System]] = {
+    "noisy": lambda d: Noisy(),
+    "passthrough": lambda d: RtDenoise(None),
+    "rtdenoise-onnx": lambda d: RtDenoise("onnx", d),
+    "rtdenoise-torchscript": lambda d: RtDenoise("torchscript", d),
+    "rtdenoise-torch": lambda d: RtDenoise("torch", d),
+    "rnnoise": lambda d: RNNoise(),
+    "dfn3": lambda d: DeepFilterNet3(100.0, "dfn3"),
+    "dfn3-12db": lambda d: DeepFilterNet3(12.0, "dfn3-12db"),
+    "noisereduce": lambda d: NoiseReduce(),
 }
 
 #: systems run when none are named
@@ -325,14 +320,19 @@ DEFAULT_SYSTEMS = (
 REFERENCE = "rtdenoise-onnx"
 
 
-def build_systems(names: list[str] | tuple[str, ...]) -> list[System | Missing]:
-    """Instantiate systems by name; failures become :class:`Missing` with the reason."""
+def build_systems(
+    names: list[str] | tuple[str, ...], model_dir: Path | None = None
+) -> list[System | Missing]:
+    """Instantiate systems by name; failures become :class:`Missing` with the reason.
+
+    ``model_dir``: where rtdenoise's ``default.{onnx,jit.pt,pt}`` are (default: the package's).
+    """
     out: list[System | Missing] = []
     for name in names:
         if name not in FACTORIES:
             raise KeyError(f"unknown system {name!r}; known: {', '.join(FACTORIES)}")
         try:
-            out.append(FACTORIES[name]())
+            out.append(FACTORIES[name](model_dir))
         except Exception as exc:  # import errors, missing model files, runtime init failures
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             log.warning("system %s missing: %s", name, reason)
