@@ -35,6 +35,8 @@ DEFAULT_PATHS = {
     "torch": MODELS_DIR / "default.pt",
 }
 DEFAULT_BLOCK_FRAMES = 4
+#: the exported step's SE window matrix covers blocks of up to this many frames
+MAX_BLOCK_FRAMES = 16
 KINDS = tuple(DEFAULT_PATHS)
 
 
@@ -104,6 +106,8 @@ class OnnxBackend:
 
     def _bind(self, k: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         """Preallocated spec/mask for K frames and two IO bindings (one per state parity)."""
+        if not 1 <= k <= MAX_BLOCK_FRAMES:
+            raise ValueError(f"the exported step takes 1..{MAX_BLOCK_FRAMES} frames, got {k}")
         c, f = self.channels, self.n_freqs
         spec = np.zeros((c, k, f, 2), np.float32)
         mask = np.zeros((c, k, f), np.float32)
@@ -226,8 +230,8 @@ def load_backend(
     path = Path(model_path) if model_path is not None else DEFAULT_PATHS[kind]
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
-    if block_frames is not None and not 1 <= block_frames <= 16:
-        raise UserError(f"block_frames must be in 1..16, got {block_frames}")
+    if block_frames is not None and not 1 <= block_frames <= MAX_BLOCK_FRAMES:
+        raise UserError(f"block_frames must be in 1..{MAX_BLOCK_FRAMES}, got {block_frames}")
     if kind == "onnx":
         return OnnxBackend(path, block_frames, threads)
     if kind == "torchscript":

@@ -39,8 +39,8 @@ from .vq import VectorQuantizer
 log = logging.getLogger(__name__)
 
 N_FREQS = 260
-#: blocks longer than this take the cumulative-sum path of the causal SE window
-LONG_BLOCK = 32
+#: most frames per streaming step; longer inputs take the cumulative-sum path of the SE window
+MAX_BLOCK = 16
 FRAMES_PER_SECOND = 8000 / 31
 
 
@@ -181,9 +181,13 @@ class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation: channel gains from a squeezed context, ``[B, C, T, F]`` in/out.
 
     causal: per-frame channel means over frequency, averaged over the last ``context`` frames
-    (zero history before the start; the window sum is recomputed from the cached history each
-    call, so streaming equals offline exactly). Non-causal (seed): global mean over T and F.
-    forward(x, hist ``[B, C, context-1, 1]``) -> (y, new hist).
+    (zero history before the start; the window sums are recomputed from the cached history each
+    call, so streaming equals offline exactly and nothing drifts). Blocks of up to ``MAX_BLOCK``
+    frames (streaming) take the window means as one matmul with ``band`` (``window_band``,
+    computed once per step and shared by every SE block); longer inputs (training, offline) take
+    differences of a float64 cumulative sum, O(T) instead of O(T * context).
+    Non-causal (seed): global mean over T and F.
+    forward(x, hist ``[B, C, context-1]``, band) -> (y, new hist).
     """
 
     def __init__(
@@ -193,23 +197,23 @@ class SqueezeExcite(nn.Module):
         hidden = max(min_hidden, channels // reduction)
         self.context = context
         self.causal = causal
-        self.long_block = LONG_BLOCK
+        self.max_block = MAX_BLOCK
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, x: torch.Tensor, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.causal:
-            m = x.mean(dim=3, keepdim=True)  # [B, C, T, 1]
-            mm = torch.cat([hist, m], dim=2)
+            mm = torch.cat([hist, x.mean(dim=3)], dim=2)  # [B, C, context-1+T]
             n = self.context
-            if x.shape[2] > self.long_block:
-                # long inputs (training, offline): window sums as differences of a float64
-                # cumulative sum, O(T) instead of O(T * n); exact to ~1e-12 relative
-                c = F.pad(torch.cumsum(mm.double(), dim=2), (0, 0, 1, 0))
+            if x.shape[2] > self.max_block:
+                c = F.pad(torch.cumsum(mm.double(), dim=2), (1, 0))
                 s = ((c[:, :, n:] - c[:, :, :-n]) / n).to(x.dtype)
-            else:  # streaming blocks: the window sum recomputed from the history
-                s = F.avg_pool2d(mm, (n, 1), stride=1)  # [B, C, T, 1]
-            new_hist = mm[:, :, 1 - self.context :]
+            else:
+                s = torch.matmul(mm, band)  # [B, C, T]
+            s = s.unsqueeze(3)
+            new_hist = mm[:, :, 1 - n :]
         else:
             s = x.mean(dim=(2, 3), keepdim=True)
             new_hist = hist
@@ -220,7 +224,7 @@ class SqueezeExcite(nn.Module):
 class DownStage(nn.Module):
     """Encoder stage of rt: causal stride-2 (in frequency) conv + SE.
 
-    forward(x, conv cache, SE history) -> (y, new conv cache, new SE history).
+    forward(x, conv cache, SE history, SE band) -> (y, new conv cache, new SE history).
     """
 
     def __init__(self, conv: CausalConv, se: SqueezeExcite) -> None:
@@ -229,11 +233,18 @@ class DownStage(nn.Module):
         self.se = se
 
     def forward(
-        self, x: torch.Tensor, cache: torch.Tensor, hist: torch.Tensor
+        self, x: torch.Tensor, cache: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y, c = self.conv(x, cache)
-        y, h = self.se(y, hist)
+        y, h = self.se(y, hist, band)
         return y, c, h
+
+
+def _window_band(context: int, frames: int) -> torch.Tensor:
+    """``[context-1+frames, frames]``: column k averages rows k .. k+context-1 (1/context)."""
+    i = torch.arange(context - 1 + frames).unsqueeze(1)
+    k = torch.arange(frames).unsqueeze(0)
+    return ((i >= k) & (i < k + context)).float() / context
 
 
 def _up_output_padding(f_in: int, f_out: int) -> int:
@@ -260,8 +271,10 @@ class UpStage(nn.Module):
         self.norm = nn.BatchNorm2d(cout)
         self.se = SqueezeExcite(cout, cfg.se_reduction, cfg.se_min_hidden, cfg.context_frames, True)
 
-    def forward(self, x: torch.Tensor, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.se(torch.relu(self.norm(self.conv(x))), hist)
+    def forward(
+        self, x: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.se(torch.relu(self.norm(self.conv(x))), hist, band)
 
 
 # ============================================================================ rt U-Net
@@ -309,37 +322,43 @@ class RtUNet(nn.Module):
         self.out = nn.Conv2d(w[0] + 1, 1, (1, kf), padding=(0, kf // 2))
         nn.init.constant_(self.out.bias, cfg.mask_bias_init)
         self._names, self._shapes = self._state_layout(cfg)
+        # not a parameter and not saved: rebuilt from the config
+        self.register_buffer("band", _window_band(cfg.context_frames, MAX_BLOCK), persistent=False)
 
-    def _state_layout(self, cfg: ModelConfig) -> tuple[list[str], list[tuple[int, int, int]]]:
+    def _state_layout(self, cfg: ModelConfig) -> tuple[list[str], list[list[int]]]:
         names: list[str] = []
-        shapes: list[tuple[int, int, int]] = []  # per batch item: [C, frames, F]
+        shapes: list[tuple[int, ...]] = []  # per stream: conv [C, frames, F], SE [C, frames]
         hist = cfg.context_frames - 1
         for i, stage in enumerate(self.enc):
             names.append(f"enc{i}_conv")
             shapes.append((stage.conv.cin, stage.conv.ctx, self.freqs[i]))
             names.append(f"enc{i}_se")
-            shapes.append((cfg.widths[i], hist, 1))
+            shapes.append((cfg.widths[i], hist))
         for j, conv in enumerate(self.mid):
             names.append(f"mid{j}_conv")
             shapes.append((conv.cin, conv.ctx, self.freqs[-1]))
         names.append("mid_se")
-        shapes.append((cfg.widths[-1], hist, 1))
+        shapes.append((cfg.widths[-1], hist))
         names.append("codes")
         shapes.append((cfg.code_dim, self.post_vq.ctx, self.freqs[-1]))
         for k, stage in enumerate(self.dec):
             names.append(f"dec{k}_se")
-            shapes.append((stage.norm.num_features, hist, 1))
-        return names, shapes
+            shapes.append((stage.norm.num_features, hist))
+        return names, [list(x) for x in shapes]
+
+    def window_band(self, frames: int) -> torch.Tensor:
+        """``[context-1+T, T]`` matrix of the causal SE window means of a T-frame block."""
+        return self.band[: self.band.shape[0] - self.band.shape[1] + frames, :frames]
 
     def encode(
-        self, x: torch.Tensor, state: list[torch.Tensor]
+        self, x: torch.Tensor, state: list[torch.Tensor], band: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """x ``[B, 1, T, F]`` -> (pre-quantizer latent ``[B, D, T, F_b]``, skips, new states)."""
         new: list[torch.Tensor] = []
         skips: list[torch.Tensor] = []
         si = 0
         for stage in self.enc:
-            x, c, h = stage(x, state[si], state[si + 1])
+            x, c, h = stage(x, state[si], state[si + 1], band)
             new.append(c)
             new.append(h)
             skips.append(x)
@@ -348,7 +367,7 @@ class RtUNet(nn.Module):
             x, c = conv(x, state[si])
             new.append(c)
             si += 1
-        x, h = self.mid_se(x, state[si])
+        x, h = self.mid_se(x, state[si], band)
         new.append(h)
         return self.pre_vq(x), skips, new
 
@@ -358,6 +377,7 @@ class RtUNet(nn.Module):
         skips: list[torch.Tensor],
         feat: torch.Tensor,
         state: list[torch.Tensor],
+        band: torch.Tensor,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """quantized ``[B, D, T, F_b]`` -> (mask logits ``[B, 1, T, F]``, new states)."""
         si = len(state) - len(self.dec) - 1
@@ -367,31 +387,33 @@ class RtUNet(nn.Module):
         si += 1
         n = len(skips)
         for k, stage in enumerate(self.dec):
-            u, h = stage(torch.cat([u, skips[n - 1 - k]], dim=1), state[si])
+            u, h = stage(torch.cat([u, skips[n - 1 - k]], dim=1), state[si], band)
             new.append(h)
             si += 1
         return self.out(torch.cat([u, feat], dim=1)), new
 
     def init_state(self, batch: int) -> list[torch.Tensor]:
         p = self.out.weight
-        return [torch.zeros((batch,) + s, dtype=p.dtype, device=p.device) for s in self._shapes]
+        return [torch.zeros([batch] + s, dtype=p.dtype, device=p.device) for s in self._shapes]
 
     @torch.jit.unused
     def forward_offline(
         self, feat: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self.init_state(feat.shape[0])
-        z, skips, _ = self.encode(feat, state)
+        band = self.window_band(min(feat.shape[2], MAX_BLOCK))
+        z, skips, _ = self.encode(feat, state, band)
         q, loss, ppl = self.vq(z)
-        logits, _ = self.decode(q, skips, feat, state)
+        logits, _ = self.decode(q, skips, feat, state, band)
         return logits, loss, ppl
 
     def step(
         self, feat: torch.Tensor, state: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z, skips, new_enc = self.encode(feat, state)
+        band = self.window_band(feat.shape[2])
+        z, skips, new_enc = self.encode(feat, state, band)
         q = self.vq.quantize(z)
-        logits, new_dec = self.decode(q, skips, feat, state)
+        logits, new_dec = self.decode(q, skips, feat, state, band)
         return logits, new_enc + new_dec
 
 
@@ -450,10 +472,10 @@ class SeedUNet(nn.Module):
         e = self._empty
         skips = []
         for conv, se in zip(self.down, self.down_se, strict=True):
-            x, _ = se(conv(x), e)
+            x, _ = se(conv(x), e, e)
             skips.append(x)
             x = F.max_pool2d(x, 2)
-        x, _ = self.bottom_se(self.bottom(x), e)
+        x, _ = self.bottom_se(self.bottom(x), e, e)
         q, loss, ppl = self.vq(self.pre_vq(x))
         x = self.post_vq(q)
         for up, conv, se, skip in zip(
@@ -461,7 +483,7 @@ class SeedUNet(nn.Module):
         ):
             x = up(x)
             x = F.pad(x, (0, skip.shape[3] - x.shape[3], 0, skip.shape[2] - x.shape[2]))
-            x, _ = se(conv(torch.cat([x, skip], dim=1)), e)
+            x, _ = se(conv(torch.cat([x, skip], dim=1)), e, e)
         return self.out(x), loss, ppl
 
     def forward_offline(

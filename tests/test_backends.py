@@ -69,6 +69,8 @@ def test_onnx_backend_reuses_its_buffers_and_resets(shipped):
     np.testing.assert_array_equal(b.step(x[:, :4]), first)  # reset = fresh stream
     with pytest.raises(ValueError):
         b.step(_spec(2, 4))
+    with pytest.raises(ValueError):
+        b.step(_spec(1, 17))  # beyond the exported SE window matrix
 
 
 def test_onnx_backend_runs_without_torch(shipped, tmp_path):

@@ -55,7 +55,7 @@ def _stream(m: DenoiserNet, spec: torch.Tensor, sizes: list[int]) -> torch.Tenso
     return torch.cat(out, dim=1)
 
 
-@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("k", [1, 3, 8, 24])  # 24: past MAX_BLOCK, cumsum path
 def test_streaming_equals_offline(k):
     m = _model()
     spec = _spec(TINY, 2, 48)
