@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -48,6 +49,10 @@ SOFT_KNEE = 0.9
 FADE_S = 0.002
 #: callbacks closer together than this belong to one burst (sizing the output prefill)
 BURST_GAP_S = 0.001
+#: SCHED_FIFO priorities, when the system allows them (root, rtkit/limits.conf rtprio): the
+#: callback above the worker, both below PulseAudio/PipeWire's usual 5..20 range
+CALLBACK_RT_PRIORITY = 4
+WORKER_RT_PRIORITY = 3
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
 STALL_S = 2.0
 
@@ -208,6 +213,15 @@ class _Stats:
         self.lat_n = 0
 
 
+def _try_realtime(priority: int) -> bool:
+    """Give the calling thread SCHED_FIFO ``priority``; False where not permitted/supported."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def _soft_clip(y: np.ndarray, tmp: np.ndarray, tmp2: np.ndarray) -> None:
     """In place: |y| above SOFT_KNEE goes through a tanh towards 1 (tmp, tmp2: scratch)."""
     np.abs(y, out=tmp)
@@ -306,6 +320,10 @@ class LiveEngine:
         self._rec_in: Any = None
         self._rec_out: Any = None
         self.callback_abort: type[BaseException] = RuntimeError
+        #: ask for real-time (SCHED_FIFO) scheduling of the callback and worker threads
+        self.use_realtime = False
+        #: which threads got it
+        self.realtime: dict[str, bool] = {}
 
     # -- audio callback: copies and counts only --------------------------------------------
 
@@ -316,6 +334,8 @@ class LiveEngine:
             if status:
                 self._count_status(status)
             pos = self._pos
+            if not pos and self.use_realtime:  # first call, once: real-time scheduling
+                self.realtime["callback"] = _try_realtime(CALLBACK_RT_PRIORITY)
             self.last_callback = self._clock()
             _ring_write(self._in, pos, indata[:, 0])
             self._in_written = pos + frames
@@ -402,7 +422,8 @@ class LiveEngine:
                 st.dry_samples += frames
             return
         # fall behind now: play what is processed, fading it into the dry signal at its end
-        st.underruns += 1
+        if not self.stop_event.is_set():  # (the worker stops first at shutdown)
+            st.underruns += 1
         self._dry = True
         k = max(0, min(avail, frames))
         if k:
@@ -448,6 +469,8 @@ class LiveEngine:
     def worker(self) -> None:
         """Thread body: process every complete chunk of input until stopped."""
         try:
+            if self.use_realtime:
+                self.realtime["worker"] = _try_realtime(WORKER_RT_PRIORITY)
             while not self.stop_event.is_set():
                 self._wake.wait(0.1)
                 self._wake.clear()
@@ -632,6 +655,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = LiveConfig(rate, blocksize, args.latency, args.margin_ms)
     engine = LiveEngine(streamer, cfg)
     engine.callback_abort = sd.CallbackAbort
+    engine.use_realtime = True
     _warm_up(streamer, engine.chunk)
 
     try:
@@ -643,7 +667,7 @@ def run(args: argparse.Namespace) -> int:
             channels=1,
             dtype="float32",
             callback=engine.callback,
-            finished_callback=lambda: (ended.append(True), engine.stop_event.set()),
+            finished_callback=lambda: _finished(ended, engine),
         )
     except sd.PortAudioError as exc:
         raise devices.portaudio_user_error(exc, in_dev, rate, "input") from exc
@@ -676,6 +700,7 @@ def run(args: argparse.Namespace) -> int:
                 engine.arm(prefill)
                 while not engine.armed and not engine.stop_event.wait(0.01):
                     _check_stall(engine, stall_s)
+                log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
                 latency_ms, detail = _latency_text(engine, lat_in, lat_out)
                 _say(
                     f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
@@ -725,6 +750,12 @@ def run(args: argparse.Namespace) -> int:
         f", latency {latency_ms:.1f} ms" + (f" [{flags}]" if flags and args.verbose else "")
     )
     return 0
+
+
+def _finished(ended: list[bool], engine: LiveEngine) -> None:
+    """PortAudio's finished callback: the stream ended (by us, or by a device failure)."""
+    ended.append(True)
+    engine.stop_event.set()
 
 
 def _check_stall(engine: LiveEngine, stall_s: float) -> None:

@@ -176,6 +176,45 @@ class AudioServer:
         self.stop()
 
 
+# --------------------------------------------------------------------------- test signals
+
+
+def speech_like(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Vowel-like syllables: harmonics of a gliding f0 through two formants, with pauses.
+
+    Band-limited below 3.4 kHz so that it passes the 8 kHz engine unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    x = np.zeros(n)
+    pos = int(0.1 * sr)
+    while pos < n - int(0.3 * sr):
+        dur = int(rng.uniform(0.15, 0.35) * sr)
+        t = np.arange(dur) / sr
+        f0 = rng.uniform(100, 200) * (1 + 0.15 * t / t[-1])
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        f1, f2 = rng.uniform(300, 800), rng.uniform(900, 2500)
+        syl = np.zeros(dur)
+        for h in range(1, int(3400 / f0.max())):
+            fh = h * f0.mean()
+            amp = np.exp(-(((fh - f1) / 150) ** 2)) + 0.5 * np.exp(-(((fh - f2) / 250) ** 2))
+            syl += (amp + 0.02) / h * np.sin(h * phase)
+        syl *= np.hanning(dur)
+        x[pos : pos + dur] += syl
+        pos += dur + int(rng.uniform(0.05, 0.2) * sr)
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def add_noise(clean: np.ndarray, sr: int, snr_db: float, seed: int = 1) -> np.ndarray:
+    from scipy import signal
+
+    rng = np.random.default_rng(seed)
+    sos = signal.butter(8, 3400, fs=sr, output="sos")
+    noise = signal.sosfilt(sos, rng.standard_normal(len(clean))).astype(np.float32)
+    scale = np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return (clean + scale * noise).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- player/recorder
 
 
@@ -237,6 +276,32 @@ def _playrec(args: argparse.Namespace) -> int:
             time.sleep(0.05)
     sf.write(args.rec, rec, sr, subtype="FLOAT")
     print(f"playrec: {total / sr:.2f} s, lead {lead} samples, status flags {state['xruns']}")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    """Play a WAV into a device in a loop for ``seconds`` (continuous input for soak runs)."""
+    import sounddevice as sd
+    import soundfile as sf
+
+    x, sr = sf.read(args.play, dtype="float32", always_2d=True)
+    x = np.ascontiguousarray(x[:, 0])
+    total = int(args.seconds * sr)
+    state = {"pos": 0}
+
+    def callback(outdata, frames, t, status):  # noqa: ANN001 - sounddevice signature
+        i = state["pos"]
+        outdata[:, 0] = np.take(x, np.arange(i, i + frames), mode="wrap")
+        state["pos"] = i + frames
+        if i + frames >= total:
+            raise sd.CallbackStop
+
+    with sd.OutputStream(
+        device=args.device, samplerate=sr, channels=1, dtype="float32", latency=0.1,
+        blocksize=1024, callback=callback,
+    ) as stream:  # fmt: skip
+        while stream.active:
+            time.sleep(0.2)
     return 0
 
 
@@ -329,11 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.2)
     p.add_argument("--lead", type=float, default=0.3)
     p.add_argument("--tail", type=float, default=1.0)
+    q = sub.add_parser("play", help="play a WAV into a device in a loop")
+    q.add_argument("play", type=Path)
+    q.add_argument("--device", default="rtd_in")
+    q.add_argument("--seconds", type=float, default=60.0)
     s = sub.add_parser("serve", help="run a server under ROOT until Ctrl-C (for experiments)")
     s.add_argument("root", type=Path)
     args = parser.parse_args(argv)
     if args.cmd == "playrec":
         return _playrec(args)
+    if args.cmd == "play":
+        return _play(args)
     with AudioServer(args.root) as server:
         print(f"export HOME={server.home} XDG_RUNTIME_DIR={server.runtime}", flush=True)
         try:
