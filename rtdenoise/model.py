@@ -639,7 +639,11 @@ def save_checkpoint(path: str | Path, model: DenoiserNet, **extra: object) -> No
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
-    """Rebuild the model from a checkpoint alone (eval mode); ``.extra`` holds the extras."""
+    """Rebuild the model from a checkpoint alone (eval mode); ``.extra`` holds the extras.
+
+    Reads ``save_checkpoint`` files and also the trainer's resume files (``last.pt``: weights
+    under ``model``, the training config with its ``model`` section under ``config``).
+    """
     from .errors import UserError
 
     path = Path(path)
@@ -647,10 +651,19 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
         raise UserError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(str(path), map_location=map_location, weights_only=False)
-        cfg = ModelConfig.from_dict(payload["config"])
-    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+        if "state_dict" in payload:
+            cfg = ModelConfig.from_dict(payload["config"])
+            weights, extra = payload["state_dict"], payload.get("extra", {})
+        else:  # trainer resume file
+            section = dict(payload["config"]["model"])
+            section = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+            cfg = preset_config(section.pop("preset", "rt"), **section)
+            weights, extra = payload["model"], {"step": payload.get("step")}
+        model = DenoiserNet(cfg)
+        model.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, AttributeError) as exc:
         raise UserError(f"not an rtdenoise checkpoint: {path} ({exc})") from exc
-    model = DenoiserNet(cfg)
-    model.load_state_dict(payload["state_dict"])
-    model.extra = payload.get("extra", {})
+    except Exception as exc:  # unpickling garbage raises assorted types
+        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
+    model.extra = extra
     return model.eval()

@@ -232,3 +232,18 @@ def test_rt_complexity_fits_the_realtime_budget():
     assert c["params"] < 200_000
     assert c["macs_per_frame"] < 1.0e6  # ~260 MMAC/s: the budget of one core at RTF 0.04
     torch.testing.assert_close(c["macs_per_second"], c["macs_per_frame"] * 8000 / 31)
+
+
+def test_load_checkpoint_reads_trainer_resume_files(tmp_path):
+    m = _model()
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.to_dict().items()}
+    resume = {"model": m.state_dict(), "optim": {}, "step": 12, "config": {"model": overrides}}
+    torch.save(resume, tmp_path / "last.pt")
+    m2 = load_checkpoint(tmp_path / "last.pt")
+    assert m2.cfg == TINY and m2.extra == {"step": 12}
+    spec = _spec(TINY, 1, 10)
+    with torch.no_grad():
+        assert torch.equal(m(spec)[0], m2(spec)[0])
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(UserError):
+        load_checkpoint(tmp_path / "junk.pt")
