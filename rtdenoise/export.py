@@ -6,7 +6,7 @@ writes, in DIR:
 
 - ``NAME.onnx``: the pure step, opset 17. Inputs ``spec [B, K, 260, 2]`` and one input per state
   tensor (named as ``DenoiserNet.state_names()``); outputs ``mask [B, K, 260]`` and
-  ``<state>_out`` per new state. Batch (channels) and K are dynamic axes.
+  ``<state>_out`` per new state. Batch (channels) and K (1..16) are dynamic axes.
 - ``NAME.jit.pt``: TorchScript of the same step (``forward(spec, state list)``, ``init_state``).
 - ``NAME.json``: metadata (STFT framing, default block, lookahead, state names and shapes, model
   config, complexity); the same JSON is embedded in the ONNX file (``rtdenoise`` property).
@@ -261,7 +261,9 @@ def export_all(
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (.pt) of an rt model")
+    parser.add_argument(
+        "checkpoint", help="checkpoint of an rt model (best.pt, or a resume file last.pt)"
+    )
     parser.add_argument("-o", "--out-dir", required=True, help="output directory")
     parser.add_argument("--name", default="default", help="file stem (default: %(default)s)")
     parser.add_argument(
