@@ -74,7 +74,7 @@ class _ListDevices(argparse.Action):
         parser.exit(0)
 
 
-def _latency_arg(text: str) -> str | float:
+def _one_latency(text: str) -> str | float:
     if text in ("low", "high"):
         return text
     try:
@@ -86,6 +86,14 @@ def _latency_arg(text: str) -> str | float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"latency must be > 0 seconds, got {text}")
     return value
+
+
+def _latency_arg(text: str) -> str | float | tuple[str | float, str | float]:
+    """'low' | 'high' | seconds, or IN,OUT for the input and output side separately."""
+    parts = text.split(",")
+    if len(parts) == 2:
+        return _one_latency(parts[0].strip()), _one_latency(parts[1].strip())
+    return _one_latency(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,8 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_latency_arg,
         default=0.02,
         metavar="S",
-        help="PortAudio suggested latency: 'low', 'high' or seconds (default: 0.02; "
-        "'low' is often too small for a sound server)",
+        help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
+        "(default: 0.02; 'low' is often too small for a sound server's input)",
     )
     dev.add_argument(
         "--margin-ms",
@@ -194,7 +202,7 @@ class LiveConfig:
 
     samplerate: int
     blocksize: int  # frames per callback, 0 = variable
-    latency: str | float  # PortAudio suggested latency
+    latency: str | float | tuple[str | float, str | float]  # PortAudio suggested latency
     margin_ms: float = 4.0
 
 
@@ -528,9 +536,11 @@ class LiveEngine:
     def plan_prefill(self) -> tuple[int, float, float]:
         """From the pre-roll: (prefill samples, device input latency s, output latency s).
 
-        prefill = one chunk (the worker needs a whole one) + the largest callback burst (the
-        device may ask for that much output at once before the worker runs) + crossfade length
-        + margin. Device latencies are the mean of the callback timestamps (PortAudio's
+        prefill = the largest callback burst (the device may ask for that much output at once,
+        before the worker can run on the input of the same burst) + crossfade length + margin,
+        + up to one chunk of input the worker is still waiting to complete, unless callbacks
+        are exactly one chunk (the default) so that the worker is never left with a part.
+        Device latencies are the mean of the callback timestamps (PortAudio's
         ``currentTime - inputBufferAdcTime`` and ``outputBufferDacTime - currentTime``).
         """
         sr = self.cfg.samplerate
@@ -547,7 +557,12 @@ class LiveEngine:
         lat = lat[(lat[:, 0] > 0) & (lat[:, 1] > 0)]
         lat_in, lat_out = (float(v) for v in lat.mean(axis=0)) if len(lat) else (0.0, 0.0)
         margin = round(self.cfg.margin_ms * sr / 1000)
-        return self.chunk + burst + self.fade + margin, lat_in, lat_out
+        pending = 0 if self.cfg.blocksize == self.chunk else self.chunk - 1
+        log.info(
+            "prefill: burst %d + pending chunk %d + fade %d + margin %d samples",
+            burst, pending, self.fade, margin,
+        )  # fmt: skip
+        return burst + pending + self.fade + margin, lat_in, lat_out
 
     def arm(self, prefill: int) -> None:
         """Ask the callback to start the pipeline with ``prefill`` samples of output buffering."""

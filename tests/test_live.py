@@ -179,16 +179,30 @@ def test_soft_clip_is_identity_below_the_knee_and_bounded_above() -> None:
     np.testing.assert_allclose(y, -y[::-1], atol=1e-6)
 
 
-def test_prefill_covers_a_callback_burst() -> None:
-    engine = _engine(block=64)
-    outdata = np.empty((64, 1), np.float32)
-    x = np.zeros(64, np.float32)
-    clock = iter(np.repeat(np.arange(100) * 0.032, 4) + np.tile([0, 1e-4, 2e-4, 3e-4], 100))
-    engine._clock = lambda: float(next(clock))
-    for _ in range(400):  # bursts of 4 callbacks back to back
-        engine.callback(x[:, None], outdata, 64, _Time, 0)
-    prefill, _, _ = engine.plan_prefill()
-    assert prefill >= engine.chunk + 4 * 64 + engine.fade
+@pytest.mark.parametrize("block", [31, 64])  # one chunk (the default) and not
+def test_prefill_covers_callback_bursts(block: int) -> None:
+    """Callbacks in bursts of 4, the worker runs only between bursts: never an underrun."""
+    engine = _engine(block=block)
+    burst = 4
+    x = _signal(8000 * 2, seed=3)
+    outdata = np.empty((block, 1), np.float32)
+    y = np.zeros(len(x), np.float32)
+    t = 0.0
+    for i, a in enumerate(range(0, len(x) - block + 1, block)):
+        t += 1e-4 if i % burst else block * burst / 8000
+        engine._clock = lambda t=t: t
+        engine.callback(x[a : a + block, None], outdata, block, _Time, 0)
+        y[a : a + block] = outdata[:, 0]
+        if i == 40:
+            prefill = engine.plan_prefill()[0]
+            assert prefill >= burst * block + engine.fade
+            engine.arm(prefill)
+        if engine.armed and i % burst == burst - 1:  # end of a burst: the worker runs
+            engine.process_available()
+    assert engine.stats.underruns == 0
+    d, start = engine.delay, engine._arm_start
+    n = len(x) // block * block
+    np.testing.assert_allclose(y[start + d : n], x[start : n - d], atol=1e-5)
 
 
 def test_portaudio_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
