@@ -692,11 +692,11 @@ def run(args: argparse.Namespace) -> int:
     worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)
     stopped_by: list[str] = []
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        stopped_by.append("SIGTERM")
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped_by.append("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
         engine.stop_event.set()
 
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)  # the callback waits at most this long for the GIL
     stall_s = max(STALL_S, 5 * max(stream.latency))
@@ -722,26 +722,24 @@ def run(args: argparse.Namespace) -> int:
                     f", {what}; latency {latency_ms:.1f} ms ({detail})"
                 )
             next_status = engine.audio_seconds + STATUS_EVERY_S
-            try:
-                while not engine.stop_event.wait(0.05):
-                    _check_stall(engine, stall_s)
-                    now = engine.audio_seconds
-                    if args.duration is not None and now >= args.duration:
-                        break
-                    if now >= next_status:
-                        next_status += STATUS_EVERY_S
-                        if not args.quiet:
-                            _say(_status(engine))
-            except KeyboardInterrupt:
-                stopped_by.append("Ctrl-C")
-            ended_early = bool(ended) and engine.error is None
+            while not engine.stop_event.wait(0.05):
+                _check_stall(engine, stall_s)
+                now = engine.audio_seconds
+                if args.duration is not None and now >= args.duration:
+                    break
+                if now >= next_status:
+                    next_status += STATUS_EVERY_S
+                    if not args.quiet:
+                        _say(_status(engine))
+            ended_early = bool(ended) and engine.error is None and not stopped_by
     finally:
         engine.stop_event.set()
         engine._wake.set()
         if worker.is_alive():
             worker.join(timeout=5.0)
         engine.close_recordings()
-        signal.signal(signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         sys.setswitchinterval(old_switch)
 
     if ended_early:
