@@ -10,10 +10,16 @@ Ctrl-C or SIGTERM stops with a one-line summary.
 
 How it works: one duplex PortAudio stream whose callback only copies (input into a ring,
 ring into the output) and counts status flags; a worker thread runs the streaming engine
-(resampling, STFT, model, overlap-add) on fixed-size chunks and writes ahead into the output
-ring. The output ring starts prefilled (one chunk + the device's callback burst + a margin), so
-in steady state the callback always finds processed audio; if the worker falls behind anyway,
-the callback crossfades to the equally delayed dry input and counts an underrun.
+(resampling, STFT, model, overlap-add) on fixed-size chunks (one STFT hop at the device rate,
+also the default callback size) and writes ahead into the output ring. For half a second the
+stream plays silence while the callback timestamps measure the device latency and the largest
+burst of back-to-back callbacks; then the output ring is prefilled with that burst + a short
+crossfade + a margin, so in steady state the callback always finds processed audio. If the
+worker falls behind anyway, the callback crossfades to the equally delayed dry input and counts
+an underrun. The callback and the worker ask for SCHED_FIFO scheduling where it is permitted.
+
+Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
+resamplers) + the prefill + the device input and output latency (mean callback timestamps).
 """
 
 from __future__ import annotations
@@ -144,8 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=4.0,
         metavar="MS",
-        help="output buffering beyond one chunk and one callback burst, for worker jitter "
-        "(default: 4)",
+        help="output buffering beyond the largest callback burst, for worker jitter (default: 4)",
     )
     proc = parser.add_argument_group("processing")
     proc.add_argument(
@@ -187,7 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_.add_argument(
         "--record-output",
         metavar="WAV",
-        help="also write the processed output to this WAV (debugging)",
+        help="also write the processed output to this WAV (debugging; as the worker made it, "
+        "before any dry fallback in the callback)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no periodic status lines")
@@ -760,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
         f"stopped{' by ' + stopped_by[0] if stopped_by else ''} after {engine.audio_seconds:.1f} s"
         f", RTF {engine.rtf():.3f}, xruns {st.xruns} after start-up ({st.xruns_startup} during)"
         f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
-        f", latency {latency_ms:.1f} ms" + (f" [{flags}]" if flags and args.verbose else "")
+        f", latency {latency_ms:.1f} ms" + (f" [{flags}]" if flags else "")
     )
     return 0
 
