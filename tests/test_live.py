@@ -13,6 +13,7 @@ stream; the recording is time-aligned by cross-correlation and compared.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -238,6 +239,24 @@ def _one_error_line(res: subprocess.CompletedProcess[str]) -> str:
     errors = [ln for ln in lines if ln.startswith("rtdenoise: error: ")]
     assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
     return errors[0]
+
+
+def test_no_devices_is_one_clear_line(tmp_path: Path) -> None:
+    """No sound card and no sound server reachable (a fresh HOME and runtime dir)."""
+    env = dict(os.environ, HOME=str(tmp_path / "home"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    env.pop("PULSE_SERVER", None)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    res = subprocess.run(
+        [sys.executable, "-m", "rtdenoise", "live", "-l"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if res.returncode == 0:
+        pytest.skip("this machine has audio devices without a sound server")
+    assert "no audio devices found" in _one_error_line(res)
 
 
 @pytest.mark.live
