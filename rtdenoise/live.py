@@ -16,7 +16,7 @@ stream plays silence while the callback timestamps measure the device latency an
 burst of back-to-back callbacks; then the output ring is prefilled with that burst + a short
 crossfade + a margin, so in steady state the callback always finds processed audio. If the
 worker falls behind anyway, the callback crossfades to the equally delayed dry input and counts
-an underrun. The callback and the worker ask for SCHED_FIFO scheduling where it is permitted.
+an underrun. The worker asks for SCHED_FIFO scheduling where it is permitted.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
 resamplers) + the prefill + the device input and output latency (mean callback timestamps).
@@ -40,7 +40,6 @@ import numpy as np
 
 from . import devices
 from .errors import UserError
-from .stft import StftConfig
 from .streamer import Streamer
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,10 @@ SOFT_KNEE = 0.9
 FADE_S = 0.002
 #: callbacks closer together than this belong to one burst (sizing the output prefill)
 BURST_GAP_S = 0.001
-#: SCHED_FIFO priorities, when the system allows them (root, rtkit/limits.conf rtprio): the
-#: callback above the worker, both below PulseAudio/PipeWire's usual 5..20 range
-CALLBACK_RT_PRIORITY = 4
+#: SCHED_FIFO priority of the worker, when the system allows it (root, limits.conf rtprio),
+#: below PulseAudio/PipeWire's usual 5..20. The callback thread is PortAudio's and keeps the
+#: scheduling PortAudio gives it: raised above the sound server's normal-priority client
+#: threads (ALSA pulse plugin) it can busy-wait on them and starve them (seen: 100% CPU, xruns).
 WORKER_RT_PRIORITY = 3
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
 STALL_S = 2.0
@@ -227,6 +227,12 @@ class _Stats:
         self.lat_n = 0
 
 
+def chunk_frames(streamer: Streamer) -> int:
+    """The worker's chunk (and default callback size): one STFT hop at the device rate."""
+    hop = streamer.stft.hop * streamer.sample_rate / streamer.stft.sample_rate
+    return max(1, math.ceil(hop))
+
+
 def _try_realtime(priority: int) -> bool:
     """Give the calling thread SCHED_FIFO ``priority``; False where not permitted/supported."""
     try:
@@ -292,9 +298,8 @@ class LiveEngine:
         self.streamer = streamer
         self.cfg = cfg
         sr = cfg.samplerate
-        hop = StftConfig().hop
         #: worker chunk: one STFT hop at the device rate
-        self.chunk = max(1, math.ceil(hop * sr / streamer.stft.sample_rate))
+        self.chunk = chunk_frames(streamer)
         self.fade = max(1, round(FADE_S * sr))
         size = 1 << max(12, math.ceil(math.log2(4 * sr)))  # >= 4 s: history for the dry path
         self._in = np.zeros(size, np.float32)
@@ -334,7 +339,7 @@ class LiveEngine:
         self._rec_in: Any = None
         self._rec_out: Any = None
         self.callback_abort: type[BaseException] = RuntimeError
-        #: ask for real-time (SCHED_FIFO) scheduling of the callback and worker threads
+        #: ask for real-time (SCHED_FIFO) scheduling of the worker thread
         self.use_realtime = False
         #: which threads got it
         self.realtime: dict[str, bool] = {}
@@ -348,8 +353,6 @@ class LiveEngine:
             if status:
                 self._count_status(status)
             pos = self._pos
-            if not pos and self.use_realtime:  # first call, once: real-time scheduling
-                self.realtime["callback"] = _try_realtime(CALLBACK_RT_PRIORITY)
             self.last_callback = self._clock()
             _ring_write(self._in, pos, indata[:, 0])
             self._in_written = pos + frames
@@ -671,14 +674,14 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     streamer = Streamer(processor, sample_rate=rate, channels=1)
-    chunk = max(1, math.ceil(StftConfig().hop * rate / streamer.stft.sample_rate))
-    blocksize = chunk if args.blocksize is None else args.blocksize
+    blocksize = chunk_frames(streamer) if args.blocksize is None else args.blocksize
     cfg = LiveConfig(rate, blocksize, args.latency, args.margin_ms)
     engine = LiveEngine(streamer, cfg)
     engine.callback_abort = sd.CallbackAbort
     engine.use_realtime = True
     _warm_up(streamer, engine.chunk)
 
+    ended: list[bool] = []  # the stream finished by itself (device error, disconnect)
     try:
         stream = sd.Stream(
             device=(in_dev.index, out_dev.index),
@@ -691,8 +694,8 @@ def run(args: argparse.Namespace) -> int:
             finished_callback=lambda: _finished(ended, engine),
         )
     except sd.PortAudioError as exc:
-        raise devices.portaudio_user_error(exc, in_dev, rate, "input") from exc
-    ended: list[bool] = []  # the stream finished by itself (device error, disconnect)
+        kind = f"input/output ({in_dev.name!r} -> {out_dev.name!r})"
+        raise devices.portaudio_user_error(exc, None, rate, kind) from exc
     engine.open_recordings(args.record_input, args.record_output)
 
     worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)
