@@ -106,3 +106,17 @@ def test_pairs_recipe_matches_readme(tmp_path):
     snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean) ** 2.0))
     assert snr == pytest.approx(5.0, abs=0.01)
     assert np.max(np.abs(noisy)) <= 0.98 + 1e-6
+
+
+def test_speaker_balance_draws_speakers_by_duration_power():
+    """One long single-voice source must not dominate: with balance 0 every speaker is equally
+    likely however much audio it has; with None every file is (the long voice dominates)."""
+    long_voice = [np.ones(8000, np.float32)] * 50  # 50 files of speaker A
+    others = [np.full(8000, k, np.float32) for k in range(2, 6)]  # four speakers, one file each
+    speech = long_voice + others
+    keys = ["A"] * 50 + [f"s{k}" for k in range(2, 6)]
+    rng = np.random.default_rng(0)
+    for balance, expect_a in [(0.0, 1 / 5), (None, 50 / 54), (1.0, 50 / 54)]:
+        smp = MixtureSampler(speech, [], MixConfig(speaker_balance=balance), keys)
+        draws = [smp._pick(rng)[0] for _ in range(4000)]
+        assert np.mean(np.array(draws) == 1.0) == pytest.approx(expect_a, abs=0.03)

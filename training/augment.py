@@ -7,6 +7,8 @@ its seed: that is what makes training resumable to the exact sample.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfilt
 
@@ -81,14 +83,16 @@ def concat_utterances(
     utterances: list[np.ndarray],
     gap_s: tuple[float, float] = (0.0, 0.4),
     first: np.ndarray | None = None,
+    pick: Callable[[np.random.Generator], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Fill ``n`` samples with random crops/concatenations of ``utterances`` and short gaps."""
+    """Fill ``n`` samples with random crops/concatenations of ``utterances`` and short gaps
+    (``pick(rng)`` chooses the next utterance; default: uniform over ``utterances``)."""
     out = np.zeros(n)
     pos = int(rng.integers(0, int(gap_s[1] * SR) + 1)) if first is None else 0
     u = first
     while pos < n:
         if u is None:
-            u = utterances[int(rng.integers(len(utterances)))]
+            u = pick(rng) if pick is not None else utterances[int(rng.integers(len(utterances)))]
         if len(u) > n - pos:
             off = int(rng.integers(0, len(u) - (n - pos) + 1)) if pos == 0 else 0
             u = u[off : off + n - pos]

@@ -58,6 +58,10 @@ class MixConfig:
     p_clip: float = 0.05
     p_reverb: float = 0.0  # off by default: the target stays dry speech
     p_silence: float = 0.03  # speech-free examples: the model must not invent speech
+    #: utterances are drawn speaker first, a speaker with probability ~ its duration**balance
+    #: (1 = uniform over time, 0 = uniform over speakers; None = uniform over files, where one
+    #: long single-voice source dominates); speaker = file name before "__", else its folder
+    speaker_balance: float | None = 0.5
     recipe: str = "real"  # "real" (waveform mixtures) or "seed" (Gaussian on the spectrogram)
     seed_sigma: float = 1.0  # "seed" recipe: noise std relative to the spectrogram std
 
@@ -92,13 +96,23 @@ def load_audio(path: Path, sample_rate: int = SR) -> np.ndarray:
     return x
 
 
-def load_dir(dirs: list[str | Path], min_len: int = 1, desc: str = "audio") -> list[np.ndarray]:
-    """Preload every file under ``dirs`` (mono float32 at 8 kHz); drops near-silent files."""
+def speaker_of(path: Path) -> str:
+    """Speaker key of a file: the name before ``__`` (corpus convention), else its folder."""
+    return path.name.split("__")[0] if "__" in path.name else str(path.parent)
+
+
+def load_dir(
+    dirs: list[str | Path], min_len: int = 1, desc: str = "audio", keys: list[str] | None = None
+) -> list[np.ndarray]:
+    """Preload every file under ``dirs`` (mono float32 at 8 kHz); drops near-silent files.
+    ``keys``, if given, receives the speaker key of every kept file."""
     out = []
     for p in tqdm(list_audio(dirs), desc=f"loading {desc}", leave=False, mininterval=2):
         x = load_audio(p)
         if len(x) >= min_len and np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-5:
             out.append(x)
+            if keys is not None:
+                keys.append(speaker_of(p))
     log.info("loaded %d %s files (%.1f min)", len(out), desc, sum(map(len, out)) / SR / 60)
     return out
 
@@ -110,14 +124,37 @@ class MixtureSampler:
     speech: list[np.ndarray]
     noise: list[np.ndarray]
     cfg: MixConfig = field(default_factory=MixConfig)
+    #: speaker key per utterance (same order as ``speech``); None = every file its own speaker
+    speakers: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        keys = self.speakers or [str(i) for i in range(len(self.speech))]
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
+        self._groups = [np.array(v) for _, v in sorted(groups.items())]
+        dur = np.array([sum(len(self.speech[i]) for i in g) for g in self._groups], float)
+        b = self.cfg.speaker_balance
+        w = np.ones(len(self._groups)) if b is None else dur**b
+        self._group_p = np.cumsum(w / w.sum())
+
+    def _pick(self, rng: np.random.Generator) -> np.ndarray:
+        """Speaker first (probability ~ duration**speaker_balance), then one of its files."""
+        if self.cfg.speaker_balance is None:
+            return self.speech[int(rng.integers(len(self.speech)))]
+        g = self._groups[
+            min(int(np.searchsorted(self._group_p, rng.random())), len(self._groups) - 1)
+        ]
+        return self.speech[int(g[int(rng.integers(len(g)))])]
 
     @classmethod
     def from_dirs(
         cls, clean_dirs: list[str | Path], noise_dirs: list[str | Path], cfg: MixConfig
     ) -> MixtureSampler:
-        speech = load_dir(clean_dirs, min_len=int(0.1 * SR), desc="speech")
+        keys: list[str] = []
+        speech = load_dir(clean_dirs, min_len=int(0.1 * SR), desc="speech", keys=keys)
         noise = load_dir(noise_dirs, min_len=int(0.1 * SR), desc="noise") if noise_dirs else []
-        return cls(speech, noise, cfg)
+        return cls(speech, noise, cfg, keys)
 
     @property
     def n_samples(self) -> int:
@@ -156,7 +193,7 @@ class MixtureSampler:
         if rng.random() < c.p_silence:
             speech = np.zeros(n)
         else:
-            speech = aug.concat_utterances(n, rng, self.speech).astype(np.float64)
+            speech = aug.concat_utterances(n, rng, self.speech, pick=self._pick)
         target = speech
         if rng.random() < c.p_reverb:
             rir, early = aug.synthetic_rir(rng)
