@@ -323,11 +323,14 @@ def run_quality(
     examples: set[str],
     timing_only: set[str] = frozenset(),
     deadline: float | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, dict[str, list[dict]]]:
     """Score every present system on every item (cached) -> rows[dataset][system].
 
     ``timing_only`` systems are scored on the seed files only; after ``deadline`` (epoch s) no
-    new file is scored (cached rows still count).
+    new file is scored (cached rows still count). ``shard=(i, n)``: this process scores only
+    every n-th new file of the balanced order, starting at i (run n processes side by side,
+    then once more without shards to summarise).
     """
     dnsmos = Dnsmos() if dnsmos_ids else None
     for ds, items in items_by_ds.items():  # inputs of the spectrogram examples
@@ -361,9 +364,8 @@ def run_quality(
                     rows.append(r)
             if todo:
                 ex_ids = {i.split("/", 1)[1] for i in examples if i.startswith(ds + "/")}
-                for it in tqdm(
-                    balanced_order(todo), desc=f"{ds}:{name}", leave=False, file=sys.stderr
-                ):
+                mine = balanced_order(todo)[shard[0] :: shard[1]]
+                for it in tqdm(mine, desc=f"{ds}:{name}", leave=False, file=sys.stderr):
                     if deadline is not None and time.time() > deadline:
                         log.warning(
                             "deadline reached: %s/%s stops at %d files", ds, name, len(rows)
@@ -636,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory with rtdenoise's default.{onnx,jit.pt,pt} (default: rtdenoise/models)",
     )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: score only every N-th new file from the I-th (parallel runs share the cache)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -729,7 +736,10 @@ def main(argv: list[str] | None = None) -> int:
         if deadline is None:
             log.warning("deadline %s UTC already passed: only cached rows are used", args.deadline)
             deadline = now.timestamp()
-    rows = run_quality(present + pseudo, items, dn_ids, examples, set(args.timing_only), deadline)
+    i, n = (int(v) for v in args.shard.split("/"))
+    rows = run_quality(
+        present + pseudo, items, dn_ids, examples, set(args.timing_only), deadline, (i, n)
+    )
     result["quality"], result["coverage"] = aggregate(rows)
     result["meta"]["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,20 @@ def _down(y: np.ndarray, rate: int, n: int) -> np.ndarray:
     return out
 
 
+REPO = Path(__file__).resolve().parent.parent
+#: the runtime modules whose code decides rtdenoise's output (part of its cache key)
+ENGINE_MODULES = ("streamer", "stft", "processor", "backends", "ring", "resample")
+
+
+def _engine_digest() -> str:
+    h = hashlib.sha256()
+    for m in ENGINE_MODULES:
+        f = REPO / "rtdenoise" / f"{m}.py"
+        if f.exists():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 @dataclass
 class Missing:
     """A system that could not be built; ``reason`` says why (shown in the report)."""
@@ -262,7 +276,7 @@ class RtDenoise(System):
             processor = IdentityProcessor()
             self.name = "passthrough"
             self.description = "rtdenoise engine, identity processor (STFT -> overlap-add)"
-            self.version = "rtdenoise engine"
+            self.version = f"rtdenoise engine {_engine_digest()}"
         else:
             from rtdenoise.backends import DEFAULT_PATHS, load_backend
             from rtdenoise.processor import MaskProcessor
@@ -271,12 +285,18 @@ class RtDenoise(System):
             if model_dir is not None:
                 model_path = Path(model_dir) / model_path.name
             if not Path(model_path).exists():
-                raise FileNotFoundError(f"model file {model_path} not found (not trained yet?)")
+                shown = Path(model_path)
+                if shown.is_relative_to(REPO):
+                    shown = shown.relative_to(REPO)
+                raise FileNotFoundError(f"model file {shown} not found (not trained yet?)")
             self._backend = load_backend(backend, model_path, threads=1)
             processor = MaskProcessor(self._backend)
             self.name = f"rtdenoise-{backend}"
             self.description = f"rtdenoise ({backend} backend, {Path(model_path).name})"
-            self.version = f"rtdenoise {Path(model_path).name} sha256:{_file_digest(model_path)}"
+            self.version = (
+                f"rtdenoise {Path(model_path).name} sha256:{_file_digest(model_path)}"
+                f" engine {_engine_digest()}"
+            )
         self._streamer = Streamer(processor=processor, sample_rate=SAMPLE_RATE)
         # The streamer's latency_samples is its whole algorithmic latency (analysis window and
         # block buffering included): output[n] = processed(input)[n - latency_samples].

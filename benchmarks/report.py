@@ -131,7 +131,7 @@ def headline_table(res: dict) -> str:
         if info is None:
             continue
         if info["status"] != "ok":
-            rows.append([label(name), *["–"] * 6, f"missing: {info['reason'][:60]}"])
+            rows.append([label(name), *["–"] * 6, f"missing: {info['reason'][:90]}"])
             continue
         o = q.get(name, {}).get("overall", {})
         s = seed.get(name, {}).get("overall", {})
