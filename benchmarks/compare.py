@@ -419,22 +419,35 @@ def common_ids(by_sys: dict[str, list[dict]]) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
-def aggregate(rows: dict[str, dict[str, list[dict]]]) -> tuple[dict, dict]:
+def aggregate(
+    rows: dict[str, dict[str, list[dict]]], dnsmos_ids: set[str] | None = None
+) -> tuple[dict, dict]:
     """rows[dataset][system] -> ({dataset: {system: {overall, per_snr | per_file}}}, coverage).
 
-    Every system is summarised on the same files: those scored by all systems of the dataset.
+    Every system is summarised on the same files: those scored by all systems of the dataset;
+    DNSMOS on those of this run's DNSMOS files (``"dataset/id"``) that every system has.
     """
     out: dict = {}
     coverage: dict = {}
     for ds, by_sys in rows.items():
         out[ds] = {}
         common = common_ids(by_sys)
+        dn = {i for i in common if dnsmos_ids is None or f"{ds}/{i}" in dnsmos_ids}
+        for n, rs in by_sys.items():
+            have = {r["id"] for r in rs if "ovrl" in r}
+            if have or n != CLEAN:
+                dn &= have
         coverage[ds] = {
             "common_files": len(common),
+            "dnsmos_files": len(dn),
             "scored": {n: len(rs) for n, rs in by_sys.items()},
         }
         for name, rs in by_sys.items():
-            rs = [r for r in rs if r["id"] in common]
+            rs = [
+                r if r["id"] in dn else {k: v for k, v in r.items() if k not in DNSMOS_KEYS}
+                for r in rs
+                if (r["id"] in dn if name == CLEAN else r["id"] in common)
+            ]
             entry: dict = {"overall": summarize(rs)}
             snrs = sorted({r["snr"] for r in rs if r.get("snr") is not None})
             if snrs:
@@ -740,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_quality(
         present + pseudo, items, dn_ids, examples, set(args.timing_only), deadline, (i, n)
     )
-    result["quality"], result["coverage"] = aggregate(rows)
+    result["quality"], result["coverage"] = aggregate(rows, dn_ids)
     result["meta"]["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_finite(result), indent=1, allow_nan=False) + "\n")

@@ -90,6 +90,13 @@ def _fmt_ci(stat: dict | None, fmt: str) -> str:
     return s + (f" ± {fmt.format(stat['ci95'])}" if stat.get("ci95") else "")
 
 
+def _nan(res: dict, key: str) -> str:
+    """How many test files a metric is undefined on (from the noisy input's row)."""
+    o = res.get("quality", {}).get("test", {}).get("noisy", {}).get("overall", {})
+    st = o.get(key)
+    return "?" if not isinstance(st, dict) else f"{st.get('nan', 0)} of {o.get('files')}"
+
+
 def _load(v: list | None) -> str:
     return "?" if not v else f"{v[0]:.1f}"
 
@@ -168,7 +175,9 @@ def subset_note(res: dict) -> str:
     q = res.get("quality", {}).get("test", {})
     n = max((e["overall"]["files"] for e in q.values()), default=0)
     total = res.get("test_files_total")
-    dn = res.get("dnsmos_files", {}).get("test", 0)
+    dn = res.get("coverage", {}).get("test", {}).get("dnsmos_files")
+    if dn is None:
+        dn = res.get("dnsmos_files", {}).get("test", 0)
     return (
         f"test split: {n} of {total} mixtures of `test/pairs.csv`"
         + (" (evenly spread over SNR)" if total and n < total else "")
@@ -185,14 +194,21 @@ def quality_table(res: dict, ds: str, keys: tuple[str, ...]) -> str:
         if not any(isinstance(o.get(k), dict) and o[k].get("mean") is not None for k, _, _ in cols):
             continue
         lag = o.get("lag")
-        lag_s = "–" if not lag else f"{lag['median']:.0f} / {lag['max_abs']:.0f}"
+        lag_s = (
+            "–"
+            if not lag
+            else f"{lag['median']:.0f} / {lag['max_abs']:.0f} ({100 * lag['nonzero_frac']:.1f} %)"
+        )
         files = max(
             o[k]["n"] + o[k].get("nan", 0) for k, _, _ in cols if isinstance(o.get(k), dict)
         )
         rows.append(
             [label(name), str(files)] + [_fmt_ci(o.get(k), f) for k, _, f in cols] + [lag_s]
         )
-    return _table(["system", "files"] + [c[1] for c in cols] + ["lag median / max (samples)"], rows)
+    return _table(
+        ["system", "files"] + [c[1] for c in cols] + ["lag median / max (samples) (files ≠ 0)"],
+        rows,
+    )
 
 
 def per_snr_table(res: dict, key: str, fmt: str) -> str:
@@ -505,8 +521,10 @@ def render(res: dict, images: dict[str, str]) -> str:
         "- DeepFilterNet3 and RNNoise are 48 kHz fullband models fed 8 kHz speech (band-limited "
         "to 4 kHz) after resampling; DeepFilterNet3's default attenuation limit (100 dB) "
         "over-suppresses here, so it is also shown at a 12 dB limit.",
-        "- STOI is undefined for clips with under 30 non-silent frames (most FSDD digits): those "
-        "files are left out of the STOI mean (same files for every system).",
+        f"- PESQ is undefined on {_nan(res, 'pesq')} and STOI on {_nan(res, 'stoi')} of the test "
+        "files (clips too short: PESQ finds no utterance under ~0.25 s, STOI needs 30 non-silent "
+        "frames; mostly FSDD digits): they are left out of those means, the same files for every "
+        "system. SI-SDR and NSR cover every file.",
         "- Absolute times drift on this shared machine; the ratios are the robust figures.",
         "",
         "Regenerate: `python -m benchmarks.compare && python -m benchmarks.report` "
