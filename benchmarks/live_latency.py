@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     start_line = next((line for line in live.lines if "latency" in line and "->" in line), "")
     print(f"live args: {' '.join(live_args)}")
     print(start_line)
+    print(next((line for line in live.lines if "stopped" in line), ""))
     print(f"measuring path alone:   {l0:7.1f} ms (spread {spread0:.1f} ms over {n0} clicks)")
     print(f"through rtdenoise live: {l1:7.1f} ms (spread {spread1:.1f} ms over {n1} clicks)")
     print(f"measured end-to-end:    {measured:7.1f} ms")

@@ -59,6 +59,8 @@ BURST_GAP_S = 0.001
 #: scheduling PortAudio gives it: raised above the sound server's normal-priority client
 #: threads (ALSA pulse plugin) it can busy-wait on them and starve them (seen: 100% CPU, xruns).
 WORKER_RT_PRIORITY = 3
+#: seconds of armed run over which the device loop latency is averaged for the start line
+LOOP_SETTLE_S = 0.3
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
 STALL_S = 2.0
 
@@ -222,9 +224,8 @@ class _Stats:
         self.underruns = 0  # times the worker fell behind (output switched to dry)
         self.dry_samples = 0
         self.worker_cpu = 0.0  # thread CPU seconds inside the engine
-        self.lat_in_sum = 0.0  # sum of (now - input ADC time) over callbacks after arming
-        self.lat_out_sum = 0.0  # sum of (output DAC time - now)
-        self.lat_n = 0
+        self.loop_sum = 0.0  # sum over output callbacks of (DAC time - ADC time of that input)
+        self.loop_n = 0
 
 
 def chunk_frames(streamer: Streamer) -> int:
@@ -286,12 +287,18 @@ def _ring_read(ring: np.ndarray, index: int, out: np.ndarray) -> None:
 
 
 class LiveEngine:
-    """Callback + worker around one :class:`Streamer` (mono).
+    """Input callback + output callback + worker around one :class:`Streamer` (mono).
 
-    Indices are absolute sample counts since the stream started. Input sample ``i`` is written
-    at ring index ``i``; the worker processes chunk ``[k, k + N)`` and writes it at output index
-    ``k + prefill``, so output ``o`` is ``processed(input)[o - delay]`` with
-    ``delay = prefill + streamer.latency_samples``. The dry fallback plays input ``o - delay``.
+    Two PortAudio streams, one per direction (a duplex stream over two different ALSA/pulse
+    devices was seen to busy-wait at 100% CPU with xruns; separate streams do not).
+
+    Indices count input samples since the input stream started. Input sample ``i`` is written
+    at ring index ``i``; the worker processes chunk ``[k, k + N)`` and writes it at output
+    index ``k + prefill``, so output index ``q`` is ``processed(input)[q - delay]`` with
+    ``delay = prefill + streamer.latency_samples``; the dry fallback plays input ``q - delay``.
+    The output stream counts its own samples ``o``; when the pipeline is armed the output
+    callback maps them once onto input indices, ``q = o + out_map``, with ``q`` = the newest
+    input index at that moment.
     """
 
     def __init__(self, streamer: Streamer, cfg: LiveConfig) -> None:
@@ -314,24 +321,26 @@ class LiveEngine:
         self._tmp2 = np.zeros(self.chunk, np.float32)
         self.stats = _Stats()
         # positions (absolute sample indices), each written by one thread only
-        self._pos = 0  # callback: next index of the stream
-        self._in_written = 0  # callback: input stored up to here
+        self._in_written = 0  # input callback: input stored up to here
+        self._in_ref = (0, 0.0)  # input callback: (index, ADC time of that sample)
+        self._out_pos = 0  # output callback: samples played
+        self.out_map: int | None = None  # output callback: q = o + out_map once armed
         self._out_written = 0  # worker: processed output stored up to here
         self._worker_pos = 0  # worker: next input index to process
         self._arm_start = 0
         self._armed = False
-        self._arm_prefill = 0  # main -> callback: arm with this prefill at the next callback
-        self._dry = False  # callback: currently playing the dry fallback
+        self._arm_prefill = 0  # main -> input callback: arm with this prefill
+        self._dry = False  # output callback: currently playing the dry fallback
         self.prefill = 0
         self.delay = 0
         self._warm_until = 0  # worker: output below this index is dry (after a resync)
-        # pre-roll measurements (callback, preallocated)
-        self._pr_n = 0
-        self._pr_t = np.zeros(4096, np.float64)
-        self._pr_frames = np.zeros(4096, np.int64)
-        self._pr_lat = np.zeros((4096, 2), np.float64)
+        # pre-roll measurements (callbacks, preallocated): [input, output] x callbacks
+        self._pr_n = [0, 0]
+        self._pr_t = np.zeros((2, 4096), np.float64)
+        self._pr_frames = np.zeros((2, 4096), np.int64)
+        self._pr_lat = np.zeros((2, 4096), np.float64)
         self._clock = time.perf_counter
-        self.last_callback = self._clock()
+        self.last_callback = [self._clock(), self._clock()]
         self.error: BaseException | None = None
         self.stop_event = threading.Event()
         self._wake = threading.Event()
@@ -344,45 +353,72 @@ class LiveEngine:
         #: which threads got it
         self.realtime: dict[str, bool] = {}
 
-    # -- audio callback: copies and counts only --------------------------------------------
+    # -- audio callbacks: copy and count only ---------------------------------------------
 
-    def callback(
-        self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
-    ) -> None:
+    def input_callback(self, indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+        """PortAudio input callback: store the samples, wake the worker."""
         try:
             if status:
                 self._count_status(status)
-            pos = self._pos
-            self.last_callback = self._clock()
+            now = self._clock()
+            self.last_callback[0] = now
+            pos = self._in_written
             _ring_write(self._in, pos, indata[:, 0])
-            self._in_written = pos + frames
-            out = outdata[:, 0]
+            end = pos + frames
+            adc = t.inputBufferAdcTime
+            self._in_written = end
+            if adc > 0.0:
+                self._in_ref = (end, adc + frames / self.cfg.samplerate)
             if not self._armed:
-                out.fill(0.0)
-                self._preroll(frames, t)
+                self._preroll(0, now, frames, t.currentTime - adc)
                 if self._arm_prefill:
-                    self._arm(pos + frames)
-            else:
-                lat_in = t.currentTime - t.inputBufferAdcTime
-                lat_out = t.outputBufferDacTime - t.currentTime
-                if lat_in > 0.0 and lat_out > 0.0:
-                    st = self.stats
-                    st.lat_in_sum += lat_in
-                    st.lat_out_sum += lat_out
-                    st.lat_n += 1
-                avail = self._out_written - pos
-                if not self._dry and avail >= frames + self.fade:
-                    _ring_read(self._out, pos, out)
-                else:
-                    self._mix_dry(pos, frames, avail, out)
-            if outdata.shape[1] > 1:
-                outdata[:, 1:] = outdata[:, :1]
-            self._pos = pos + frames
-            if self._armed and self._in_written - self._worker_pos >= self.chunk:
+                    self._arm(end)
+            elif end - self._worker_pos >= self.chunk:
                 self._wake.set()
         except Exception as exc:  # never propagate into PortAudio: stop the program instead
             self._fail(exc)
             raise self.callback_abort from exc
+
+    def output_callback(self, outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+        """PortAudio output callback: processed output, or the delayed dry input if late."""
+        try:
+            if status:
+                self._count_status(status)
+            now = self._clock()
+            self.last_callback[1] = now
+            out = outdata[:, 0]
+            o = self._out_pos
+            self._out_pos = o + frames
+            if self.out_map is None:
+                if not self._armed:
+                    out.fill(0.0)
+                    self._preroll(1, now, frames, t.outputBufferDacTime - t.currentTime)
+                    return
+                self.out_map = self._in_written - o  # newest input <-> this output sample
+            q = o + self.out_map
+            dac = t.outputBufferDacTime
+            i_ref, a_ref = self._in_ref
+            if dac > 0.0 and a_ref > 0.0:  # loop latency: DAC time of q - ADC time of input q
+                st = self.stats
+                st.loop_sum += dac - (a_ref + (q - i_ref) / self.cfg.samplerate)
+                st.loop_n += 1
+            avail = self._out_written - q
+            if not self._dry and avail >= frames + self.fade:
+                _ring_read(self._out, q, out)
+            else:
+                self._mix_dry(q, frames, avail, out)
+            if outdata.shape[1] > 1:
+                outdata[:, 1:] = outdata[:, :1]
+        except Exception as exc:
+            self._fail(exc)
+            raise self.callback_abort from exc
+
+    def callback(
+        self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
+    ) -> None:
+        """Both directions in one call (a duplex stream, or tests): input, then output."""
+        self.input_callback(indata, frames, t, status)
+        self.output_callback(outdata, frames, t, status)
 
     def _count_status(self, status: Any) -> None:
         st = self.stats
@@ -397,17 +433,16 @@ class LiveEngine:
             else:
                 st.xruns_startup += 1
 
-    def _preroll(self, frames: int, t: Any) -> None:
-        n = self._pr_n
-        if n < self._pr_t.shape[0]:
-            self._pr_t[n] = self.last_callback
-            self._pr_frames[n] = frames
-            self._pr_lat[n, 0] = t.currentTime - t.inputBufferAdcTime
-            self._pr_lat[n, 1] = t.outputBufferDacTime - t.currentTime
-            self._pr_n = n + 1
+    def _preroll(self, side: int, now: float, frames: int, latency: float) -> None:
+        n = self._pr_n[side]
+        if n < self._pr_t.shape[1]:
+            self._pr_t[side, n] = now
+            self._pr_frames[side, n] = frames
+            self._pr_lat[side, n] = latency
+            self._pr_n[side] = n + 1
 
     def _arm(self, start: int) -> None:
-        """(callback) start the pipeline at input index ``start`` with the requested prefill."""
+        """(input callback) start the pipeline at input index ``start``."""
         p = self._arm_prefill
         self.prefill = p
         self.delay = p + self.streamer.latency_samples
@@ -542,49 +577,54 @@ class LiveEngine:
 
     # -- control --------------------------------------------------------------------------
 
-    def plan_prefill(self) -> tuple[int, float, float]:
-        """From the pre-roll: (prefill samples, device input latency s, output latency s).
-
-        prefill = the largest callback burst (the device may ask for that much output at once,
-        before the worker can run on the input of the same burst) + crossfade length + margin,
-        + up to one chunk of input the worker is still waiting to complete, unless callbacks
-        are exactly one chunk (the default) so that the worker is never left with a part.
-        Device latencies are the mean of the callback timestamps (PortAudio's
-        ``currentTime - inputBufferAdcTime`` and ``outputBufferDacTime - currentTime``).
-        """
-        sr = self.cfg.samplerate
-        n = min(self._pr_n, self._pr_t.shape[0])
+    def _bursts(self, side: int) -> tuple[int, float]:
+        """From the pre-roll of one direction: (largest burst in frames, mean latency s)."""
+        n = min(self._pr_n[side], self._pr_t.shape[1])
         skip = n // 4  # the first callbacks come in a start-up rush
-        t = self._pr_t[skip:n]
-        frames = self._pr_frames[skip:n]
+        t = self._pr_t[side, skip:n]
+        frames = self._pr_frames[side, skip:n]
         burst = int(frames.max(initial=self.cfg.blocksize or self.chunk))
         run = 0
         for i in range(t.shape[0]):
             run = run + int(frames[i]) if i and t[i] - t[i - 1] < BURST_GAP_S else int(frames[i])
             burst = max(burst, run)
-        lat = self._pr_lat[skip:n]
-        lat = lat[(lat[:, 0] > 0) & (lat[:, 1] > 0)]
-        lat_in, lat_out = (float(v) for v in lat.mean(axis=0)) if len(lat) else (0.0, 0.0)
-        margin = round(self.cfg.margin_ms * sr / 1000)
+        lat = self._pr_lat[side, skip:n]
+        lat = lat[lat > 0]
+        return burst, float(lat.mean()) if len(lat) else 0.0
+
+    def plan_prefill(self) -> tuple[int, float, float]:
+        """From the pre-roll: (prefill samples, device input latency s, output latency s).
+
+        prefill = the largest input burst + the largest output burst (back-to-back callbacks:
+        the output side may ask for that much at once, just before the input side delivers
+        what the worker needs for it) + crossfade length + margin, + up to one chunk of input
+        the worker is still waiting to complete unless input callbacks are exactly one chunk
+        (the default). Device latencies are the mean of PortAudio's callback timestamps
+        (``currentTime - inputBufferAdcTime``, ``outputBufferDacTime - currentTime``).
+        """
+        burst_in, lat_in = self._bursts(0)
+        burst_out, lat_out = self._bursts(1)
+        margin = round(self.cfg.margin_ms * self.cfg.samplerate / 1000)
         pending = 0 if self.cfg.blocksize == self.chunk else self.chunk - 1
         log.info(
-            "prefill: burst %d + pending chunk %d + fade %d + margin %d samples",
-            burst, pending, self.fade, margin,
+            "prefill: bursts in %d + out %d + pending chunk %d + fade %d + margin %d samples",
+            burst_in, burst_out, pending, self.fade, margin,
         )  # fmt: skip
-        return burst + pending + self.fade + margin, lat_in, lat_out
+        return burst_in + burst_out + pending + self.fade + margin, lat_in, lat_out
 
     def arm(self, prefill: int) -> None:
-        """Ask the callback to start the pipeline with ``prefill`` samples of output buffering."""
+        """Ask the input callback to start the pipeline with ``prefill`` samples of buffering."""
         self._arm_prefill = max(1, prefill)
 
     @property
     def armed(self) -> bool:
-        return self._armed
+        """True once the output side plays the pipeline (both callbacks armed)."""
+        return self._armed and self.out_map is not None
 
     @property
     def audio_seconds(self) -> float:
-        """Seconds of audio through the stream since start (callback clock)."""
-        return self._pos / self.cfg.samplerate
+        """Seconds of audio through the input stream since start (callback clock)."""
+        return self._in_written / self.cfg.samplerate
 
     @property
     def processed_seconds(self) -> float:
@@ -596,12 +636,11 @@ class LiveEngine:
         done = self.processed_seconds
         return self.stats.worker_cpu / done if done > 0 else 0.0
 
-    def device_latency(self) -> tuple[float, float]:
-        """Mean (input, output) device latency in seconds from the callback timestamps."""
+    def loop_latency(self) -> float:
+        """Mean device loop latency in seconds (input ADC to output DAC of the same index,
+        buffering not counted), from the callback timestamps; 0 if the host gives none."""
         st = self.stats
-        if st.lat_n:
-            return st.lat_in_sum / st.lat_n, st.lat_out_sum / st.lat_n
-        return 0.0, 0.0
+        return st.loop_sum / st.loop_n if st.loop_n else 0.0
 
 
 # --------------------------------------------------------------------------- run
@@ -619,14 +658,15 @@ def _status(engine: LiveEngine) -> str:
     )
 
 
-def _latency_text(engine: LiveEngine, lat_in: float, lat_out: float) -> tuple[float, str]:
+def _latency_text(engine: LiveEngine, loop: float, lat_in: float, lat_out: float) -> tuple:
+    """(total latency ms, breakdown text); loop: device loop latency in seconds."""
     sr = engine.cfg.samplerate
     algo = 1000.0 * engine.streamer.latency_samples / sr
     buf = 1000.0 * engine.prefill / sr
-    total = algo + buf + 1000.0 * (lat_in + lat_out)
+    total = algo + buf + 1000.0 * loop
     detail = (
-        f"engine {algo:.1f} + output buffer {buf:.1f} + device in {1000 * lat_in:.1f} / "
-        f"out {1000 * lat_out:.1f}"
+        f"engine {algo:.1f} + output buffer {buf:.1f} + device loop {1000 * loop:.1f} "
+        f"[in {1000 * lat_in:.1f} / out {1000 * lat_out:.1f}]"
     )
     return total, detail
 
@@ -681,21 +721,31 @@ def run(args: argparse.Namespace) -> int:
     engine.use_realtime = True
     _warm_up(streamer, engine.chunk)
 
-    ended: list[bool] = []  # the stream finished by itself (device error, disconnect)
-    try:
-        stream = sd.Stream(
-            device=(in_dev.index, out_dev.index),
-            samplerate=rate,
-            blocksize=blocksize,
-            latency=args.latency,
-            channels=1,
-            dtype="float32",
-            callback=engine.callback,
-            finished_callback=lambda: _finished(ended, engine),
-        )
-    except sd.PortAudioError as exc:
-        kind = f"input/output ({in_dev.name!r} -> {out_dev.name!r})"
-        raise devices.portaudio_user_error(exc, None, rate, kind) from exc
+    ended: list[bool] = []  # a stream finished by itself (device error, disconnect)
+    streams = []
+    for device, kind in ((in_dev, "input"), (out_dev, "output")):
+        cls = sd.InputStream if kind == "input" else sd.OutputStream
+        callback = engine.input_callback if kind == "input" else engine.output_callback
+        try:
+            streams.append(
+                cls(
+                    device=device.index,
+                    samplerate=rate,
+                    blocksize=blocksize,
+                    latency=args.latency[0 if kind == "input" else 1]
+                    if isinstance(args.latency, tuple)
+                    else args.latency,
+                    channels=1,
+                    dtype="float32",
+                    callback=callback,
+                    finished_callback=lambda: _finished(ended, engine),
+                )
+            )
+        except sd.PortAudioError as exc:
+            for stream in streams:
+                stream.close()
+            raise devices.portaudio_user_error(exc, device, rate, kind) from exc
+    in_stream, out_stream = streams
     engine.open_recordings(args.record_input, args.record_output)
 
     worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)
@@ -707,25 +757,30 @@ def run(args: argparse.Namespace) -> int:
 
     old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     old_switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)  # the callback waits at most this long for the GIL
-    stall_s = max(STALL_S, 5 * max(stream.latency))
+    sys.setswitchinterval(0.0005)  # a callback waits at most this long for the GIL
+    stall_s = max(STALL_S, 5 * (in_stream.latency + out_stream.latency))
     latency_ms = 0.0
     ended_early = False
+    lat_in = lat_out = 0.0
     try:
-        with stream:
+        with out_stream, in_stream:
             # pre-roll: silence out, measure callback bursts and device latency, then arm
             while engine.audio_seconds < PREROLL_S and not engine.stop_event.wait(0.02):
                 _check_stall(engine, stall_s)
             if not engine.stop_event.is_set():
                 prefill, lat_in, lat_out = engine.plan_prefill()
                 if lat_in <= 0 or lat_out <= 0:  # host API without timestamps
-                    lat_in, lat_out = stream.latency
+                    lat_in, lat_out = in_stream.latency, out_stream.latency
                 worker.start()
                 engine.arm(prefill)
                 while not engine.armed and not engine.stop_event.wait(0.01):
                     _check_stall(engine, stall_s)
+                settle = engine.audio_seconds + LOOP_SETTLE_S
+                while engine.audio_seconds < settle and not engine.stop_event.wait(0.02):
+                    _check_stall(engine, stall_s)
                 log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
-                latency_ms, detail = _latency_text(engine, lat_in, lat_out)
+                loop = engine.loop_latency() or lat_in + lat_out
+                latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
                 _say(
                     f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
                     f", {what}; latency {latency_ms:.1f} ms ({detail})"
@@ -761,9 +816,8 @@ def run(args: argparse.Namespace) -> int:
         exc = engine.error
         raise UserError(f"audio processing failed: {type(exc).__name__}: {exc}", exit_code=1)
     st = engine.stats
-    lat_in, lat_out = engine.device_latency()
-    if st.lat_n:
-        latency_ms, _ = _latency_text(engine, lat_in, lat_out)
+    if st.loop_n:
+        latency_ms, _ = _latency_text(engine, engine.loop_latency(), lat_in, lat_out)
     flags = ", ".join(f"{k} {v}" for k, v in sorted(st.flags.items()))
     _say(
         f"stopped{' by ' + stopped_by[0] if stopped_by else ''} after {engine.audio_seconds:.1f} s"
@@ -781,7 +835,7 @@ def _finished(ended: list[bool], engine: LiveEngine) -> None:
 
 
 def _check_stall(engine: LiveEngine, stall_s: float) -> None:
-    if time.perf_counter() - engine.last_callback > stall_s:
+    if time.perf_counter() - min(engine.last_callback) > stall_s:
         raise UserError(
             f"the audio stream stopped delivering audio for {stall_s:.1f} s "
             "(try a larger --latency or --blocksize)",

@@ -63,10 +63,10 @@ def _engine(processor: object = None, sr: int = 8000, block: int = 64) -> LiveEn
 
 def _drive(
     engine: LiveEngine, x: np.ndarray, block: int, stall: range = range(0), arm_after: int = 10
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, int]:
     """Feed x [n] callback by callback; the worker keeps up except during callbacks ``stall``.
 
-    Returns (output [n], index of the first armed output sample).
+    Returns (output in input indices ``q = o + out_map`` [n], arm start index, end index).
     """
     y = np.full(len(x), np.nan, np.float32)
     outdata = np.empty((block, 1), np.float32)
@@ -83,7 +83,12 @@ def _drive(
         if engine.armed and i not in stall:
             engine.process_available()
     assert start is not None
-    return y, start
+    m = engine.out_map
+    assert m is not None and 0 <= m <= 2 * block
+    n = len(x) // block * block
+    yq = np.full(len(x), np.nan, np.float32)
+    yq[m:n] = y[: n - m]
+    return yq, start, n
 
 
 def _signal(n: int, seed: int = 0) -> np.ndarray:
@@ -96,12 +101,11 @@ def test_output_is_input_delayed_by_the_reported_delay() -> None:
     block = 64
     engine = _engine(block=block)
     x = _signal(8000 * 2)
-    y, start = _drive(engine, x, block)
+    y, start, n = _drive(engine, x, block)
     d = engine.delay
     assert d == engine.prefill + engine.streamer.latency_samples
-    assert engine.prefill >= engine.chunk + block + engine.fade  # never waits on the worker
-    n = len(x) // block * block
-    np.testing.assert_array_equal(y[: start + engine.prefill], 0.0)  # silence, then delayed input
+    assert engine.prefill >= engine.chunk + 2 * block + engine.fade  # never waits on the worker
+    np.testing.assert_array_equal(y[start : start + engine.prefill], 0.0)  # silence first
     np.testing.assert_allclose(y[start + d : n], x[start : n - d], atol=1e-5)
     assert engine.stats.underruns == 0 and engine.stats.xruns == 0
 
@@ -111,9 +115,8 @@ def test_worker_behind_plays_the_delayed_dry_input_without_a_gap() -> None:
     engine = _engine(block=block)
     x = _signal(8000 * 2, seed=1)
     stall = range(100, 140)  # 40 callbacks (320 ms) without the worker
-    y, start = _drive(engine, x, block, stall=stall)
+    y, start, n = _drive(engine, x, block, stall=stall)
     d = engine.delay
-    n = len(x) // block * block
     # identity processing: wet == dry, so the fallback must be seamless and exact
     np.testing.assert_allclose(y[start + d : n], x[start : n - d], atol=1e-5)
     assert engine.stats.underruns == 1
@@ -125,9 +128,8 @@ def test_fallback_crossfades_between_wet_and_dry() -> None:
     engine = _engine(_Halve(), block=block)
     x = np.abs(_signal(8000 * 2, seed=2)) + 0.1  # positive: wet (x/2) < dry (x) everywhere
     stall = range(100, 140)
-    y, start = _drive(engine, x, block, stall=stall)
+    y, start, n = _drive(engine, x, block, stall=stall)
     d, f = engine.delay, engine.fade
-    n = len(x) // block * block
     dry = x[start : n - d]
     out = y[start + d : n]
     wet = 0.5 * dry
@@ -136,7 +138,8 @@ def test_fallback_crossfades_between_wet_and_dry() -> None:
     is_dry = np.isclose(out, dry, atol=1e-5)
     is_wet = np.isclose(out, wet, atol=1e-5)
     mixed = ~(is_dry | is_wet)
-    assert is_dry.sum() >= 30 * block  # the stall was bridged with the dry signal
+    # the stall (minus what the prefill bridged) was bridged with the dry signal
+    assert is_dry.sum() >= len(stall) * block - engine.prefill - 2 * block - 2 * f
     assert 0 < mixed.sum() <= 2 * f  # exactly two short crossfades
     # wet, fade out, dry, fade in, wet: nothing else
     label = np.where(is_wet, 0, np.where(is_dry, 2, 1))
@@ -180,30 +183,42 @@ def test_soft_clip_is_identity_below_the_knee_and_bounded_above() -> None:
     np.testing.assert_allclose(y, -y[::-1], atol=1e-6)
 
 
+@pytest.mark.parametrize("phase", [0.0, 0.3, 0.7])
 @pytest.mark.parametrize("block", [31, 64])  # one chunk (the default) and not
-def test_prefill_covers_callback_bursts(block: int) -> None:
-    """Callbacks in bursts of 4, the worker runs only between bursts: never an underrun."""
+def test_prefill_covers_callback_bursts(block: int, phase: float) -> None:
+    """Input and output callbacks each in bursts of 4, the output ``phase`` of a period behind;
+    the worker runs only after an input burst. Never an underrun, output = delayed input."""
     engine = _engine(block=block)
     burst = 4
     x = _signal(8000 * 2, seed=3)
+    period = block * burst / 8000
+    nb = len(x) // block
+    events = []
+    for i in range(nb):
+        t_in = (i // burst) * period + (i % burst) * 1e-4
+        events += [(t_in, 0, i), (t_in + phase * period, 1, i)]
+    events.sort()
     outdata = np.empty((block, 1), np.float32)
-    y = np.zeros(len(x), np.float32)
-    t = 0.0
-    for i, a in enumerate(range(0, len(x) - block + 1, block)):
-        t += 1e-4 if i % burst else block * burst / 8000
+    y = np.full(nb * block, np.nan, np.float32)
+    for t, side, i in events:
         engine._clock = lambda t=t: t
-        engine.callback(x[a : a + block, None], outdata, block, _Time, 0)
-        y[a : a + block] = outdata[:, 0]
-        if i == 40:
-            prefill = engine.plan_prefill()[0]
-            assert prefill >= burst * block + engine.fade
-            engine.arm(prefill)
-        if engine.armed and i % burst == burst - 1:  # end of a burst: the worker runs
-            engine.process_available()
+        if side == 0:
+            engine.input_callback(x[i * block : (i + 1) * block, None], block, _Time, 0)
+            if i == 40:
+                prefill = engine.plan_prefill()[0]
+                assert prefill >= 2 * burst * block + engine.fade
+                engine.arm(prefill)
+            if engine._armed and i % burst == burst - 1:  # end of an input burst: worker runs
+                engine.process_available()
+        else:
+            engine.output_callback(outdata, block, _Time, 0)
+            y[i * block : (i + 1) * block] = outdata[:, 0]
     assert engine.stats.underruns == 0
-    d, start = engine.delay, engine._arm_start
-    n = len(x) // block * block
-    np.testing.assert_allclose(y[start + d : n], x[start : n - d], atol=1e-5)
+    d, start, m = engine.delay, engine._arm_start, engine.out_map
+    assert m is not None
+    n = nb * block
+    yq = y[start + d - m : n]  # output sample o plays input o + m - d
+    np.testing.assert_allclose(yq, x[start : start + len(yq)], atol=1e-5)
 
 
 def test_portaudio_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
