@@ -350,25 +350,29 @@ def run_quality(
             if name in timing_only and ds != "seed":
                 continue
             cache = ScoreCache(CACHE, ds, name, version)
-            rows = []
+            have: dict[str, dict] = {}  # best row so far per file (kept if a rerun is cut)
             todo = []
             for it in items:
                 need = f"{ds}/{it.id}" in dnsmos_ids
                 if name == CLEAN and not need:
                     continue  # the clean reference only has DNSMOS to report
+                if it.id in cache.rows:
+                    have[it.id] = cache.rows[it.id]
                 r = cache.get(it.id, need)
                 ex = f"{ds}/{it.id}" in examples and _example_key(ds, it.id, name) != cache.key
                 if r is None or ex:
                     todo.append(it)
-                else:
-                    rows.append(r)
             if todo:
                 ex_ids = {i.split("/", 1)[1] for i in examples if i.startswith(ds + "/")}
-                mine = balanced_order(todo)[shard[0] :: shard[1]]
+                # Spectrogram examples first, so a run cut short still has them. Shards split
+                # the full list (not what is left), so parallel runs never overlap.
+                order = sorted(balanced_order(items), key=lambda i: i.id not in ex_ids)
+                pending = {it.id for it in todo}
+                mine = [it for it in order[shard[0] :: shard[1]] if it.id in pending]
                 for it in tqdm(mine, desc=f"{ds}:{name}", leave=False, file=sys.stderr):
                     if deadline is not None and time.time() > deadline:
                         log.warning(
-                            "deadline reached: %s/%s stops at %d files", ds, name, len(rows)
+                            "deadline reached: %s/%s stops at %d files", ds, name, len(have)
                         )
                         break
                     need = f"{ds}/{it.id}" in dnsmos_ids
@@ -376,7 +380,8 @@ def run_quality(
                     if it.id in ex_ids:
                         _example_key(ds, it.id, name, cache.key)
                     cache.put(row)
-                    rows.append(cache.rows[it.id])
+                    have[it.id] = cache.rows[it.id]
+            rows = list(have.values())
             log.info("%s/%s: %d files (%d new)", ds, name, len(rows), len(todo))
             out[ds][name] = rows
     return out
@@ -704,11 +709,11 @@ def main(argv: list[str] | None = None) -> int:
         "algorithmic_latency_ms": None,
     }
 
-    items: dict[str, list[Item]] = {}
-    if not args.no_test:
-        items["test"] = load_pairs(args.pairs, args.limit)
+    items: dict[str, list[Item]] = {}  # seed first: 3 files, never cut by --deadline
     if not args.no_seed:
         items["seed"] = seed_items()
+    if not args.no_test:
+        items["test"] = load_pairs(args.pairs, args.limit)
     dn_ids: set[str] = set()
     if "test" in items and args.dnsmos_limit != 0:
         lim = None if args.dnsmos_limit < 0 else args.dnsmos_limit
