@@ -88,17 +88,30 @@ def concat_utterances(
     """Fill ``n`` samples with random crops/concatenations of ``utterances`` and short gaps
     (``pick(rng)`` chooses the next utterance; default: uniform over ``utterances``)."""
     out = np.zeros(n)
-    pos = int(rng.integers(0, int(gap_s[1] * SR) + 1)) if first is None else 0
+    pos = 0
     u = first
+    mode = 1
+    if first is None:
+        # how the crop begins, in equal parts: a gap (noise only), a speech onset, or the middle
+        # of an utterance. Always starting with a gap teaches the causal model that a fresh
+        # stream begins with noise, and it then mutes files whose speech starts at once.
+        mode = int(rng.integers(3))
+        if mode == 0:
+            pos = int(rng.integers(0, int(gap_s[1] * SR) + 1))
+        elif mode == 2:
+            u = pick(rng) if pick is not None else utterances[int(rng.integers(len(utterances)))]
+            u = u[int(rng.integers(0, max(1, len(u) // 2))) :]
     while pos < n:
         if u is None:
             u = pick(rng) if pick is not None else utterances[int(rng.integers(len(utterances)))]
         if len(u) > n - pos:
-            off = int(rng.integers(0, len(u) - (n - pos) + 1)) if pos == 0 else 0
+            random_start = pos == 0 and mode != 1
+            off = int(rng.integers(0, len(u) - (n - pos) + 1)) if random_start else 0
             u = u[off : off + n - pos]
         out[pos : pos + len(u)] = u
         pos += len(u) + int(rng.uniform(*gap_s) * SR)
         u = None
+        mode = 0
     return out
 
 
