@@ -120,3 +120,15 @@ def test_speaker_balance_draws_speakers_by_duration_power():
         smp = MixtureSampler(speech, [], MixConfig(speaker_balance=balance), keys)
         draws = [smp._pick(rng)[0] for _ in range(4000)]
         assert np.mean(np.array(draws) == 1.0) == pytest.approx(expect_a, abs=0.03)
+
+
+def test_crops_do_not_always_start_with_a_gap():
+    """A fresh stream must not always begin with noise: a causal model learns that prior and
+    mutes files whose speech starts at once. About a third of crops start with a gap."""
+    rng = np.random.default_rng(0)
+    utts = [np.ones(3000) * k for k in range(1, 5)]
+    starts = np.array(
+        [np.argmax(augment.concat_utterances(16000, rng, utts) != 0) for _ in range(300)]
+    )
+    assert 0.55 < np.mean(starts == 0) < 0.85
+    assert np.mean(starts > 400) > 0.2
