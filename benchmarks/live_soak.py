@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ref_paced = offline_rtf(rate, args.passthrough, seconds=15.0, paced=True)
     print(f"live args: {' '.join(live_args)}")
     print(start_line)
+    print(next((ln for ln in live.lines if "stopped" in ln), ""))
     print(
         f"run: {summary['seconds']:.0f} s of audio; xruns after start-up {summary['xruns']:.0f} "
         f"({summary['xruns_startup']:.0f} during start-up), worker underruns "

@@ -8,18 +8,19 @@ At start the total latency is printed (algorithmic + output buffering + device b
 stream measures them); every few seconds a status line (real-time factor, xruns) unless -q.
 Ctrl-C or SIGTERM stops with a one-line summary.
 
-How it works: one duplex PortAudio stream whose callback only copies (input into a ring,
-ring into the output) and counts status flags; a worker thread runs the streaming engine
+How it works: an input and an output PortAudio stream whose callbacks only copy (input into a
+ring; ring into the output) and count status flags; a worker thread runs the streaming engine
 (resampling, STFT, model, overlap-add) on fixed-size chunks (one STFT hop at the device rate,
 also the default callback size) and writes ahead into the output ring. For half a second the
-stream plays silence while the callback timestamps measure the device latency and the largest
-burst of back-to-back callbacks; then the output ring is prefilled with that burst + a short
-crossfade + a margin, so in steady state the callback always finds processed audio. If the
-worker falls behind anyway, the callback crossfades to the equally delayed dry input and counts
-an underrun. The worker asks for SCHED_FIFO scheduling where it is permitted.
+output plays silence while the callbacks measure the device latencies and the largest bursts
+of back-to-back callbacks; then the output ring is prefilled with those bursts + a short
+crossfade + a margin, so in steady state the output callback always finds processed audio. If
+the worker falls behind anyway, the callback crossfades to the equally delayed dry input and
+counts an underrun. The worker asks for SCHED_FIFO scheduling where it is permitted.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
-resamplers) + the prefill + the device input and output latency (mean callback timestamps).
+resamplers) + the prefill + the device loop (mean over output callbacks of the DAC time of a
+sample minus the ADC time of the input sample it was made from, from PortAudio's timestamps).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class _Stats:
         self.worker_cpu = 0.0  # thread CPU seconds inside the engine
         self.loop_sum = 0.0  # sum over output callbacks of (DAC time - ADC time of that input)
         self.loop_n = 0
+        self.lag = 0.0  # smoothed (newest input index - playing index): drifts if clocks do
 
 
 def chunk_frames(streamer: Streamer) -> int:
@@ -402,6 +404,8 @@ class LiveEngine:
                 st = self.stats
                 st.loop_sum += dac - (a_ref + (q - i_ref) / self.cfg.samplerate)
                 st.loop_n += 1
+            st = self.stats
+            st.lag += ((self._in_written - q) - st.lag) * 0.01  # smoothed: clock drift check
             avail = self._out_written - q
             if not self._dry and avail >= frames + self.fade:
                 _ring_read(self._out, q, out)
@@ -761,7 +765,7 @@ def run(args: argparse.Namespace) -> int:
     stall_s = max(STALL_S, 5 * (in_stream.latency + out_stream.latency))
     latency_ms = 0.0
     ended_early = False
-    lat_in = lat_out = 0.0
+    lat_in = lat_out = lag0 = 0.0
     try:
         with out_stream, in_stream:
             # pre-roll: silence out, measure callback bursts and device latency, then arm
@@ -780,6 +784,7 @@ def run(args: argparse.Namespace) -> int:
                     _check_stall(engine, stall_s)
                 log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
                 loop = engine.loop_latency() or lat_in + lat_out
+                lag0 = engine.stats.lag
                 latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
                 _say(
                     f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
@@ -823,7 +828,8 @@ def run(args: argparse.Namespace) -> int:
         f"stopped{' by ' + stopped_by[0] if stopped_by else ''} after {engine.audio_seconds:.1f} s"
         f", RTF {engine.rtf():.3f}, xruns {st.xruns} after start-up ({st.xruns_startup} during)"
         f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
-        f", latency {latency_ms:.1f} ms" + (f" [{flags}]" if flags else "")
+        f", latency {latency_ms:.1f} ms, drift {1000 * (st.lag - lag0) / rate:+.1f} ms"
+        + (f" [{flags}]" if flags else "")
     )
     return 0
 
