@@ -32,5 +32,6 @@ test: install-test
 bench: install-test
 	$(PY) -m pytest benchmarks -q --benchmark-only
 
-report: install-test
+report: system-deps
+	$(PIP) install -q -e '.[test,bench]'
 	$(PY) -m benchmarks.compare && $(PY) -m benchmarks.report
