@@ -156,7 +156,8 @@ def pick_examples(items: list[Item], n: int) -> list[Item]:
             break
         cand = [i for i in items if i.snr == snr and i.id.startswith(src)]
         cand = cand or [i for i in items if i.snr == snr] or items
-        out.append(cand[len(cand) // 2])
+        # a sentence of ~3.5 s: long enough to see onsets and pauses, short enough to plot
+        out.append(min(cand, key=lambda i: (abs(sf.info(i.clean_path).duration - 3.5), i.id)))
     return out
 
 
