@@ -60,6 +60,13 @@ BURST_GAP_S = 0.001
 #: scheduling PortAudio gives it: raised above the sound server's normal-priority client
 #: threads (ALSA pulse plugin) it can busy-wait on them and starve them (seen: 100% CPU, xruns).
 WORKER_RT_PRIORITY = 3
+#: drift between the input and output clocks: the output slips one sample whenever the smoothed
+#: device loop latency (from the callback timestamps) moves this far from its value after
+#: DRIFT_REF_S
+DRIFT_LIMIT_S = 0.002
+DRIFT_REF_S = 3.0
+#: smoothing of the loop latency per output callback (time constant ~ 200 callbacks)
+LOOP_SMOOTHING = 0.005
 #: seconds of armed run over which the device loop latency is averaged for the start line
 LOOP_SETTLE_S = 0.3
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
@@ -227,7 +234,8 @@ class _Stats:
         self.worker_cpu = 0.0  # thread CPU seconds inside the engine
         self.loop_sum = 0.0  # sum over output callbacks of (DAC time - ADC time of that input)
         self.loop_n = 0
-        self.lag = 0.0  # smoothed (newest input index - playing index): drifts if clocks do
+        self.loop_ema = 0.0  # smoothed loop latency (s): moves if the two clocks drift
+        self.slips = 0  # net one-sample slips of the output against the input (drift)
 
 
 def chunk_frames(streamer: Streamer) -> int:
@@ -333,6 +341,8 @@ class LiveEngine:
         self._armed = False
         self._arm_prefill = 0  # main -> input callback: arm with this prefill
         self._dry = False  # output callback: currently playing the dry fallback
+        self._loop_ref: float | None = None  # main -> output callback: loop latency to hold
+        self._sample_s = 1.0 / sr
         self.prefill = 0
         self.delay = 0
         self._warm_until = 0  # worker: output below this index is dry (after a resync)
@@ -400,12 +410,22 @@ class LiveEngine:
             q = o + self.out_map
             dac = t.outputBufferDacTime
             i_ref, a_ref = self._in_ref
-            if dac > 0.0 and a_ref > 0.0:  # loop latency: DAC time of q - ADC time of input q
-                st = self.stats
-                st.loop_sum += dac - (a_ref + (q - i_ref) / self.cfg.samplerate)
-                st.loop_n += 1
             st = self.stats
-            st.lag += ((self._in_written - q) - st.lag) * 0.01  # smoothed: clock drift check
+            if dac > 0.0 and a_ref > 0.0:  # loop latency: DAC time of q - ADC time of input q
+                loop = dac - (a_ref + (q - i_ref) / self.cfg.samplerate)
+                st.loop_sum += loop
+                st.loop_n += 1
+                st.loop_ema += (loop - st.loop_ema) * LOOP_SMOOTHING if st.loop_n > 1 else loop
+                ref = self._loop_ref
+                if ref is not None:  # clock drift: slip one sample to hold the latency
+                    if st.loop_ema - ref > DRIFT_LIMIT_S:  # output late: play a newer sample
+                        self.out_map += 1
+                        st.loop_ema -= self._sample_s
+                        st.slips += 1
+                    elif ref - st.loop_ema > DRIFT_LIMIT_S:  # output early: repeat one
+                        self.out_map -= 1
+                        st.loop_ema += self._sample_s
+                        st.slips -= 1
             avail = self._out_written - q
             if not self._dry and avail >= frames + self.fade:
                 _ring_read(self._out, q, out)
@@ -616,6 +636,19 @@ class LiveEngine:
         )  # fmt: skip
         return burst_in + burst_out + pending + self.fade + margin, lat_in, lat_out
 
+    def hold_latency(self) -> None:
+        """Start drift compensation: hold the device loop latency where it is now."""
+        if self.stats.loop_n:
+            self._loop_ref = self.stats.loop_ema
+
+    def drift_seconds(self) -> float:
+        """How far the output clock moved against the input since :meth:`hold_latency` (s):
+        positive = the output ran slow (latency would have grown)."""
+        if self._loop_ref is None:
+            return 0.0
+        st = self.stats
+        return st.loop_ema + st.slips * self._sample_s - self._loop_ref
+
     def arm(self, prefill: int) -> None:
         """Ask the input callback to start the pipeline with ``prefill`` samples of buffering."""
         self._arm_prefill = max(1, prefill)
@@ -765,7 +798,7 @@ def run(args: argparse.Namespace) -> int:
     stall_s = max(STALL_S, 5 * (in_stream.latency + out_stream.latency))
     latency_ms = 0.0
     ended_early = False
-    lat_in = lat_out = lag0 = 0.0
+    lat_in = lat_out = 0.0
     try:
         with out_stream, in_stream:
             # pre-roll: silence out, measure callback bursts and device latency, then arm
@@ -784,16 +817,19 @@ def run(args: argparse.Namespace) -> int:
                     _check_stall(engine, stall_s)
                 log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
                 loop = engine.loop_latency() or lat_in + lat_out
-                lag0 = engine.stats.lag
                 latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
                 _say(
                     f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
                     f", {what}; latency {latency_ms:.1f} ms ({detail})"
                 )
             next_status = engine.audio_seconds + STATUS_EVERY_S
+            hold_at = engine.audio_seconds + DRIFT_REF_S
             while not engine.stop_event.wait(0.05):
                 _check_stall(engine, stall_s)
                 now = engine.audio_seconds
+                if hold_at is not None and now >= hold_at:
+                    engine.hold_latency()
+                    hold_at = None
                 if args.duration is not None and now >= args.duration:
                     break
                 if now >= next_status:
@@ -828,8 +864,8 @@ def run(args: argparse.Namespace) -> int:
         f"stopped{' by ' + stopped_by[0] if stopped_by else ''} after {engine.audio_seconds:.1f} s"
         f", RTF {engine.rtf():.3f}, xruns {st.xruns} after start-up ({st.xruns_startup} during)"
         f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
-        f", latency {latency_ms:.1f} ms, drift {1000 * (st.lag - lag0) / rate:+.1f} ms"
-        + (f" [{flags}]" if flags else "")
+        f", latency {latency_ms:.1f} ms, clock drift {1000 * engine.drift_seconds():+.1f} ms"
+        f" ({abs(st.slips)} sample slips)" + (f" [{flags}]" if flags else "")
     )
     return 0
 

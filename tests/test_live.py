@@ -24,7 +24,7 @@ import pytest
 import soundfile as sf
 
 from rtdenoise.errors import UserError
-from rtdenoise.live import SOFT_KNEE, LiveConfig, LiveEngine, _soft_clip
+from rtdenoise.live import DRIFT_LIMIT_S, SOFT_KNEE, LiveConfig, LiveEngine, _soft_clip
 from rtdenoise.streamer import Streamer
 from tests.audio_server import SINK_RATE, LiveRun, add_noise, playrec_command, speech_like
 
@@ -219,6 +219,41 @@ def test_prefill_covers_callback_bursts(block: int, phase: float) -> None:
     n = nb * block
     yq = y[start + d - m : n]  # output sample o plays input o + m - d
     np.testing.assert_allclose(yq, x[start : start + len(yq)], atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [+1, -1])
+def test_clock_drift_is_absorbed_by_sample_slips(extra: int) -> None:
+    """Output clock 0.5% fast (an extra output callback) or slow (a skipped one) every 200
+    callbacks: the output slips single samples, the latency stays put, no underrun, no gap."""
+    block = 64
+    engine = _engine(block=block)
+    x = _signal(8000 * 40, seed=4)  # 40 s
+    indata = x[:, None]
+    outdata = np.empty((block, 1), np.float32)
+    played = []
+    nb = len(x) // block
+    for i in range(nb):
+        engine.input_callback(indata[i * block : (i + 1) * block], block, _Time, 0)
+        if i == 10:
+            engine.arm(engine.plan_prefill()[0])
+        if engine._armed:
+            engine.process_available()
+        n_out = 1 + (extra if i % 200 == 199 and i > 20 else 0)
+        for _ in range(n_out):
+            engine.output_callback(outdata, block, _Time, 0)
+            played.append(outdata[:, 0].copy())
+        if i == 10 + int(3 * 8000 / block):
+            engine.hold_latency()
+    y = np.concatenate(played)
+    st = engine.stats
+    assert st.underruns == 0
+    drift = 1000 * engine.drift_seconds()
+    expected = -extra * (nb - 400) // 200 * block / 8  # ms of output clock drift
+    assert abs(drift - expected) < 10, (drift, expected)
+    limit_ms = 1000 * DRIFT_LIMIT_S
+    assert abs(st.slips) >= (abs(expected) - 2 * limit_ms) * 8  # 8 samples per ms at 8 kHz
+    assert abs(st.loop_ema - engine._loop_ref) <= DRIFT_LIMIT_S + 1 / 8000  # latency held
+    assert np.isfinite(y).all() and np.count_nonzero(y[len(y) // 2 :] == 0) == 0  # no gap
 
 
 def test_portaudio_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
