@@ -60,11 +60,10 @@ BURST_GAP_S = 0.001
 #: scheduling PortAudio gives it: raised above the sound server's normal-priority client
 #: threads (ALSA pulse plugin) it can busy-wait on them and starve them (seen: 100% CPU, xruns).
 WORKER_RT_PRIORITY = 3
-#: drift between the input and output clocks: the output slips one sample whenever the smoothed
-#: device loop latency (from the callback timestamps) moves this far from its value after
-#: DRIFT_REF_S
+#: drift between the input and output clocks (or an xrun that moved one timeline): the output
+#: slips one sample per callback while the smoothed device loop latency (from the callback
+#: timestamps) is this far from the value printed at start
 DRIFT_LIMIT_S = 0.002
-DRIFT_REF_S = 3.0
 #: smoothing of the loop latency per output callback (time constant ~ 200 callbacks)
 LOOP_SMOOTHING = 0.005
 #: seconds of armed run over which the device loop latency is averaged for the start line
@@ -636,10 +635,11 @@ class LiveEngine:
         )  # fmt: skip
         return burst_in + burst_out + pending + self.fade + margin, lat_in, lat_out
 
-    def hold_latency(self) -> None:
-        """Start drift compensation: hold the device loop latency where it is now."""
+    def hold_latency(self, loop: float) -> None:
+        """Start drift compensation: hold the device loop latency at ``loop`` seconds (the
+        value printed at start), also after an xrun has moved it."""
         if self.stats.loop_n:
-            self._loop_ref = self.stats.loop_ema
+            self._loop_ref = loop
 
     def drift_seconds(self) -> float:
         """How far the output clock moved against the input since :meth:`hold_latency` (s):
@@ -818,18 +818,15 @@ def run(args: argparse.Namespace) -> int:
                 log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
                 loop = engine.loop_latency() or lat_in + lat_out
                 latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
+                engine.hold_latency(loop)
                 _say(
                     f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
                     f", {what}; latency {latency_ms:.1f} ms ({detail})"
                 )
             next_status = engine.audio_seconds + STATUS_EVERY_S
-            hold_at = engine.audio_seconds + DRIFT_REF_S
             while not engine.stop_event.wait(0.05):
                 _check_stall(engine, stall_s)
                 now = engine.audio_seconds
-                if hold_at is not None and now >= hold_at:
-                    engine.hold_latency()
-                    hold_at = None
                 if args.duration is not None and now >= args.duration:
                     break
                 if now >= next_status:
