@@ -639,6 +639,7 @@ class LiveEngine:
         """Start drift compensation: hold the device loop latency at ``loop`` seconds (the
         value printed at start), also after an xrun has moved it."""
         if self.stats.loop_n:
+            self.stats.loop_ema = loop  # track from the mean, not from one noisy callback
             self._loop_ref = loop
 
     def drift_seconds(self) -> float:
