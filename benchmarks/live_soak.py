@@ -55,7 +55,13 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return rss_kb / 1024.0, cpu
 
 
-def offline_rtf(rate: int, passthrough: bool, seconds: float = 30.0, paced: bool = False) -> float:
+def offline_rtf(
+    rate: int,
+    passthrough: bool,
+    seconds: float = 30.0,
+    paced: bool = False,
+    model: str | None = None,
+) -> float:
     """Engine CPU per second of audio, fed in-process the way the live worker feeds it.
 
     ``paced``: sleep one chunk's duration between calls, as the live worker does (its caches
@@ -65,7 +71,8 @@ def offline_rtf(rate: int, passthrough: bool, seconds: float = 30.0, paced: bool
     from rtdenoise.stft import StftConfig
     from rtdenoise.streamer import Streamer
 
-    streamer = Streamer(build_processor(passthrough=passthrough), sample_rate=rate, channels=1)
+    processor = build_processor(passthrough=passthrough, model=model)
+    streamer = Streamer(processor, sample_rate=rate, channels=1)
     chunk = math.ceil(StftConfig().hop * rate / streamer.stft.sample_rate)
     x = add_noise(speech_like(rate, seconds), rate, snr_db=5)
     y = np.zeros(chunk, np.float32)
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the run")
     parser.add_argument("--passthrough", action="store_true", help="identity processing")
+    parser.add_argument("--model", help="model file (default: the shipped model)")
     parser.add_argument("live_args", nargs="*", help="extra arguments for rtdenoise live")
     args = parser.parse_args(argv)
     reason = missing_reason()
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be at least 1.5 (RSS is compared with the first minute)")
     live_args = ["--input", "rtd_in", "--output", "rtd_out", "--duration", f"{seconds:g}"]
     live_args += ["--passthrough"] if args.passthrough else []
+    live_args += ["--model", args.model] if args.model else []
     live_args += args.live_args
     loop = add_noise(speech_like(SINK_RATE, 20.0, seed=5), SINK_RATE, snr_db=5, seed=6)
 
@@ -139,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     last = arr[np.searchsorted(arr[:, 0], seconds - 5.0) - 1]  # before the shutdown
     cpu_per_s = (last[2] - first[2]) / (last[0] - first[0])
     rss_growth = last[1] - first[1]
-    ref = offline_rtf(rate, args.passthrough)
-    ref_paced = offline_rtf(rate, args.passthrough, seconds=15.0, paced=True)
+    ref = offline_rtf(rate, args.passthrough, model=args.model)
+    ref_paced = offline_rtf(rate, args.passthrough, seconds=15.0, paced=True, model=args.model)
     print(f"live args: {' '.join(live_args)}")
     print(start_line)
     print(next((ln for ln in live.lines if "stopped" in ln), ""))
