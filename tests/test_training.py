@@ -141,13 +141,13 @@ def test_overrides_parse_json_and_strings():
 
 def test_tiny_run_reduces_loss_and_validates(tmp_path, model_kind):
     data = _make_data(tmp_path / "data")
-    tr = T.Trainer(_cfg(data, 60, val_every=60), tmp_path / "run")
+    tr = T.Trainer(_cfg(data, 100, val_every=100), tmp_path / "run")
     before = _fixed_batch_loss(tr)
     tr.run()
     after = _fixed_batch_loss(tr)
     assert after < 0.85 * before
     rows = (tmp_path / "run" / "val.csv").read_text().splitlines()
-    assert rows[1].startswith("noisy") and len(rows) == 3  # header, noisy baseline, step 60
+    assert rows[1].startswith("noisy") and len(rows) == 3  # header, noisy baseline, step 100
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
     # feature statistics were measured and stored in the model
     assert not torch.allclose(tr.model.feat_mean, torch.zeros(260))
