@@ -227,3 +227,17 @@ def test_seed_recipe_adds_gaussian_noise_on_the_spectrogram(tmp_path, monkeypatc
     torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), rtol=0.05, atol=0)
     n2, _, _, _ = tr._batch()
     torch.testing.assert_close(nspec, n2)  # deterministic in (seed, step, rank)
+
+
+def test_init_from_checkpoint_starts_fine_tuning_from_its_weights(tmp_path, monkeypatch):
+    _standin(monkeypatch)
+    data = _make_data(tmp_path / "data")
+    base = T.Trainer(_cfg(data, 3), tmp_path / "base")
+    base.run()
+    cfg = _cfg(data, 3, init=str(tmp_path / "base" / "last.pt"))
+    ft = T.Trainer(cfg, tmp_path / "ft")
+    assert ft.step == 0
+    for (k, a), b in zip(
+        base.model.state_dict().items(), ft.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k  # weights and feature statistics come from the checkpoint

@@ -210,6 +210,8 @@ class Trainer:
         if last.exists():
             self._load_state(last)
             log.info("resumed from %s at step %d", last, self.step)
+        elif self.t_cfg.get("init"):
+            self._init_from(Path(self.t_cfg["init"]))
         else:
             self._init_feature_stats()
         self.net: torch.nn.Module = self.model
@@ -234,6 +236,15 @@ class Trainer:
         mean, std = f.mean(0), f.std(0).clamp_min(1e-3)
         self.model.set_feature_stats(mean.to(self.device), std.to(self.device))
         log.info("feature stats from %d mixtures: mean %.2f, std %.2f", n, mean.mean(), std.mean())
+
+    def _init_from(self, path: Path) -> None:
+        """Fine-tuning: weights and feature statistics from a checkpoint (``train.init``);
+        optimizer, schedule and step start afresh."""
+        if not path.is_file():
+            raise SystemExit(f"train.init: checkpoint not found: {path}")
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st.get("state_dict", st.get("model")))
+        log.info("initialised from %s (fine-tuning)", path)
 
     def _state(self) -> dict:
         return {
