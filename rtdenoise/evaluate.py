@@ -20,6 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import UserError
+from .file_mode import add_processing_arguments
 
 SR = 8000
 log = logging.getLogger(__name__)
@@ -197,10 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="score another system's outputs: DIR/<name>.{wav,flac,ogg} (overrides --denoiser)",
     )
-    den.add_argument("--backend", choices=("onnx", "torchscript", "torch"), default="onnx")
-    den.add_argument("--model", metavar="PATH", help="model file (default: the shipped model)")
-    den.add_argument("--atten-lim-db", type=float, metavar="DB")
-    den.add_argument("--wet", type=float, metavar="W")
+    add_processing_arguments(den, passthrough=False)
     parser.add_argument("--with-noisy", action="store_true", help="also score the noisy input")
     parser.add_argument("--limit", type=int, metavar="N", help="N evenly spaced items only")
     parser.add_argument("--max-lag", type=int, default=800, help="alignment search, samples")
@@ -240,9 +238,9 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.denoised).is_dir():
             raise UserError(f"not a directory: {args.denoised}")
     elif args.denoiser == "rtdenoise":
-        from .file_mode import build_processor
+        from .file_mode import processor_from_args
 
-        processor = build_processor(False, args.backend, args.model, args.atten_lim_db, args.wet)
+        processor = processor_from_args(args)
         if processor is None:
             raise UserError("no trained model to evaluate (rtdenoise/models/default.onnx missing)")
         system = f"rtdenoise ({args.backend}: {args.model or 'default model'})"

@@ -70,36 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OUT",
         help="output file (one input) or existing folder (outputs keep the input file names)",
     )
-    model = parser.add_argument_group("processing")
-    model.add_argument(
-        "--passthrough",
-        action="store_true",
-        help="identity processing: only the engine (resampling, STFT, overlap-add)",
-    )
-    model.add_argument(
-        "--backend",
-        choices=("onnx", "torchscript", "torch"),
-        default="onnx",
-        help="model runtime (default: onnx; the others need torch)",
-    )
-    model.add_argument(
-        "--model",
-        metavar="PATH",
-        help="model file (default: rtdenoise/models/default.onnx; "
-        "while it does not exist the default is identity processing, with a warning)",
-    )
-    model.add_argument(
-        "--atten-lim-db",
-        type=float,
-        metavar="DB",
-        help="most attenuation the mask may apply, in dB (default: the processor's)",
-    )
-    model.add_argument(
-        "--wet",
-        type=float,
-        metavar="W",
-        help="dry/wet mix, 0 (input) .. 1 (denoised) (default: the processor's)",
-    )
+    add_processing_arguments(parser.add_argument_group("processing"))
     out = parser.add_argument_group("output")
     out.add_argument(
         "--subtype",
@@ -118,6 +89,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- processor
+
+
+def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
+    """The processing options shared by ``file``, ``live`` and ``eval``."""
+    if passthrough:
+        group.add_argument(
+            "--passthrough",
+            action="store_true",
+            help="identity processing: only the engine (resampling, STFT, overlap-add)",
+        )
+    group.add_argument(
+        "--backend",
+        choices=("onnx", "torchscript", "torch"),
+        default="onnx",
+        help="model runtime (default: onnx; the others need torch)",
+    )
+    group.add_argument(
+        "--model",
+        metavar="PATH",
+        help="model file (default: the shipped model, rtdenoise/models/default.onnx)",
+    )
+    group.add_argument(
+        "--atten-lim-db",
+        type=float,
+        metavar="DB",
+        help="most attenuation the mask may apply, in dB (default: no limit)",
+    )
+    group.add_argument(
+        "--wet",
+        type=float,
+        metavar="W",
+        help="dry/wet mix, 0 (input) .. 1 (denoised) (default: 1)",
+    )
+
+
+def processor_from_args(args: argparse.Namespace) -> Any | None:
+    """build_processor from the options of add_processing_arguments."""
+    return build_processor(
+        passthrough=getattr(args, "passthrough", False),
+        backend=args.backend,
+        model=args.model,
+        atten_lim_db=args.atten_lim_db,
+        wet=args.wet,
+    )
 
 
 def build_processor(
@@ -459,13 +474,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.block_seconds > 0:
         raise UserError(f"--block-seconds must be > 0, got {args.block_seconds}")
     jobs = plan_jobs(args.paths, args.output)
-    processor = build_processor(
-        passthrough=args.passthrough,
-        backend=args.backend,
-        model=args.model,
-        atten_lim_db=args.atten_lim_db,
-        wet=args.wet,
-    )
+    processor = processor_from_args(args)
     if len(jobs) == 1:
         process_file(jobs[0], processor, args)
         return 0

@@ -41,6 +41,7 @@ import numpy as np
 
 from . import devices
 from .errors import UserError
+from .file_mode import add_processing_arguments, processor_from_args
 from .streamer import Streamer
 
 log = logging.getLogger(__name__)
@@ -161,36 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="output buffering beyond the largest callback burst, for worker jitter (default: 4)",
     )
-    proc = parser.add_argument_group("processing")
-    proc.add_argument(
-        "--passthrough",
-        action="store_true",
-        help="identity processing: only the engine (resampling, STFT, overlap-add)",
-    )
-    proc.add_argument(
-        "--backend",
-        choices=("onnx", "torchscript", "torch"),
-        default="onnx",
-        help="model runtime (default: onnx; the others need torch)",
-    )
-    proc.add_argument(
-        "--model",
-        metavar="PATH",
-        help="model file (default: the shipped model; while it does not exist, identity "
-        "processing with a warning)",
-    )
-    proc.add_argument(
-        "--atten-lim-db",
-        type=float,
-        metavar="DB",
-        help="most attenuation the mask may apply, in dB (default: the processor's)",
-    )
-    proc.add_argument(
-        "--wet",
-        type=float,
-        metavar="W",
-        help="dry/wet mix, 0 (input) .. 1 (denoised) (default: the processor's)",
-    )
+    add_processing_arguments(parser.add_argument_group("processing"))
     run_ = parser.add_argument_group("run")
     run_.add_argument(
         "-d", "--duration", type=float, metavar="S", help="stop after S seconds of audio"
@@ -720,8 +692,6 @@ def _warm_up(streamer: Streamer, chunk: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the devices, run until --duration, Ctrl-C or SIGTERM, print a summary."""
-    from .file_mode import build_processor
-
     sd = devices.import_sounddevice()
     in_dev = devices.resolve_device(args.input, "input")
     out_dev = devices.resolve_device(args.output, "output")
@@ -735,13 +705,7 @@ def run(args: argparse.Namespace) -> int:
     if args.blocksize is not None and args.blocksize < 0:
         raise UserError(f"--blocksize must be >= 0, got {args.blocksize}")
 
-    processor = build_processor(
-        passthrough=args.passthrough,
-        backend=args.backend,
-        model=args.model,
-        atten_lim_db=args.atten_lim_db,
-        wet=args.wet,
-    )
+    processor = processor_from_args(args)
     what = (
         "passthrough"
         if args.passthrough
