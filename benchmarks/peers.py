@@ -265,9 +265,14 @@ class RtDenoise(System):
     """rtdenoise's own streaming engine (``Streamer``) with a mask backend, or passthrough.
 
     ``backend=None`` runs the engine with the identity processor (STFT -> overlap-add only).
+    ``device_rate`` runs the engine as live mode does on a 48 kHz device: the 8 kHz input is
+    resampled up (soxr, as for the peers) and the streamer's own 48 <-> 8 kHz resamplers are in
+    the timed path.
     """
 
-    def __init__(self, backend: str | None, model_dir: Path | None = None) -> None:
+    def __init__(
+        self, backend: str | None, model_dir: Path | None = None, device_rate: int = SAMPLE_RATE
+    ) -> None:
         from rtdenoise.streamer import Streamer
 
         if backend is None:
@@ -297,7 +302,11 @@ class RtDenoise(System):
                 f"rtdenoise {Path(model_path).name} sha256:{_file_digest(model_path)}"
                 f" engine {_engine_digest()}"
             )
-        self._streamer = Streamer(processor=processor, sample_rate=SAMPLE_RATE)
+        self.native_rate = device_rate
+        if device_rate != SAMPLE_RATE:
+            self.name += f"-{device_rate // 1000}k"
+            self.description += f", engine at {device_rate} Hz in and out"
+        self._streamer = Streamer(processor=processor, sample_rate=device_rate)
         # The streamer's latency_samples is its whole algorithmic latency (analysis window and
         # block buffering included): output[n] = processed(input)[n - latency_samples].
         self.delay = int(self._streamer.latency_samples)
@@ -306,8 +315,8 @@ class RtDenoise(System):
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self._streamer.reset()
-        y = self._streamer.process(x)
-        return _down(np.asarray(y, dtype=np.float32).reshape(-1), SAMPLE_RATE, len(x))
+        y = self._streamer.process(_up(x, self.native_rate))
+        return _down(np.asarray(y, dtype=np.float32).reshape(-1), self.native_rate, len(x))
 
 
 #: name -> factory(model_dir); the order is the order of tables and plots
@@ -317,6 +326,7 @@ FACTORIES: dict[str, Callable[[Path | None], System]] = {
     "rtdenoise-onnx": lambda d: RtDenoise("onnx", d),
     "rtdenoise-torchscript": lambda d: RtDenoise("torchscript", d),
     "rtdenoise-torch": lambda d: RtDenoise("torch", d),
+    "rtdenoise-onnx-48k": lambda d: RtDenoise("onnx", d, device_rate=48000),
     "rnnoise": lambda d: RNNoise(),
     "dfn3": lambda d: DeepFilterNet3(100.0, "dfn3"),
     "dfn3-12db": lambda d: DeepFilterNet3(12.0, "dfn3-12db"),
