@@ -643,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timing-only",
         nargs="*",
-        default=["passthrough", "rtdenoise-torchscript", "rtdenoise-torch"],
+        default=["passthrough", "rtdenoise-onnx-48k", "rtdenoise-torchscript", "rtdenoise-torch"],
         help="systems timed and scored on the seed files only (same model as rtdenoise-onnx)",
     )
     p.add_argument(

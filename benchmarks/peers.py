@@ -338,6 +338,7 @@ DEFAULT_SYSTEMS = (
     "noisy",
     "passthrough",
     "rtdenoise-onnx",
+    "rtdenoise-onnx-48k",
     "rtdenoise-torchscript",
     "rtdenoise-torch",
     "rnnoise",

@@ -31,6 +31,7 @@ LABELS = {
     "noisy": "noisy input",
     "passthrough": "passthrough (engine, identity)",
     "rtdenoise-onnx": "**rtdenoise** (ONNX Runtime)",
+    "rtdenoise-onnx-48k": "rtdenoise (ONNX, engine at 48 kHz)",
     "rtdenoise-torchscript": "rtdenoise (TorchScript)",
     "rtdenoise-torch": "rtdenoise (torch eager)",
     "rnnoise": "RNNoise",
@@ -46,6 +47,7 @@ COLORS = {
     "noisy": "0.55",
     "passthrough": "0.75",
     "rtdenoise-onnx": "C3",
+    "rtdenoise-onnx-48k": "C9",
     "rtdenoise-torchscript": "C1",
     "rtdenoise-torch": "C5",
     "rnnoise": "C0",
@@ -574,9 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     if plot_speed(res, args.img / "speed_latency.png"):
         images["speed"] = str(rel / "speed_latency.png")
     systems = [n for n in order(list(res["systems"])) if res["systems"][n]["status"] == "ok"]
-    systems = [
-        n for n in systems if n not in ("passthrough", "rtdenoise-torchscript", "rtdenoise-torch")
-    ]
+    systems = [n for n in systems if n in ("seed-original", *HEADLINE)]
     for ex in res.get("examples", []):
         ds = ex.split("/", 1)[0]
         sy = [n for n in systems if n != "seed-original" or ds == "seed"]
