@@ -122,6 +122,13 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         metavar="W",
         help="dry/wet mix, 0 (input) .. 1 (denoised) (default: 1)",
     )
+    group.add_argument(
+        "--block-frames",
+        type=int,
+        metavar="K",
+        help="STFT frames per model call, 1..16: each frame more adds 3.9 ms of latency and "
+        "lowers the CPU cost (default: 4 for files, 1 in live mode)",
+    )
 
 
 def processor_from_args(args: argparse.Namespace) -> Any | None:
@@ -132,6 +139,7 @@ def processor_from_args(args: argparse.Namespace) -> Any | None:
         model=args.model,
         atten_lim_db=args.atten_lim_db,
         wet=args.wet,
+        block_frames=getattr(args, "block_frames", None),
     )
 
 
@@ -141,6 +149,7 @@ def build_processor(
     model: str | None = None,
     atten_lim_db: float | None = None,
     wet: float | None = None,
+    block_frames: int | None = None,
 ) -> Any | None:
     """The frame processor for the streamer; None means identity.
 
@@ -151,6 +160,8 @@ def build_processor(
         raise UserError(f"--atten-lim-db must be >= 0, got {atten_lim_db}")
     if wet is not None and not 0.0 <= wet <= 1.0:
         raise UserError(f"--wet must be between 0 and 1, got {wet}")
+    if block_frames is not None and not 1 <= block_frames <= 16:
+        raise UserError(f"--block-frames must be between 1 and 16, got {block_frames}")
     if passthrough:
         return None
     backends = importlib.import_module(".backends", __package__)  # ONNX path: no torch
@@ -168,7 +179,7 @@ def build_processor(
     if wet is not None:
         kwargs["wet"] = wet
     try:
-        return MaskProcessor(backends.load_backend(backend, model), **kwargs)
+        return MaskProcessor(backends.load_backend(backend, model, block_frames), **kwargs)
     except UserError:
         raise
     except ImportError as exc:

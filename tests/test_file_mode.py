@@ -386,12 +386,18 @@ def fake_backends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None
     """Replace rtdenoise.backends by a constant-mask stand-in; records load_backend calls."""
     built: list[tuple[str, str | None]] = []
 
-    def load_backend(kind: str, model_path: str | None = None) -> ConstantMaskBackend:
+    def load_backend(
+        kind: str, model_path: str | None = None, block_frames: int | None = None
+    ) -> ConstantMaskBackend:
         built.append((kind, model_path))
+        blocks.append(block_frames)
         return ConstantMaskBackend(0.0)
+
+    blocks: list[int | None] = []
 
     fake = types.ModuleType("rtdenoise.backends")
     fake.load_backend = load_backend  # type: ignore[attr-defined]
+    fake.blocks = blocks  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "rtdenoise.backends", fake)
     return built
 
@@ -410,6 +416,11 @@ def test_build_processor_default_and_model(
     monkeypatch.setattr(file_mode, "DEFAULT_MODEL", model)  # a shipped model becomes the default
     assert file_mode.build_processor(backend="onnx") is not None
     assert fake_backends[-1] == ("onnx", None)
+    # --block-frames reaches the backend (live mode defaults to 1), and is range-checked
+    file_mode.build_processor(block_frames=1)
+    assert sys.modules["rtdenoise.backends"].blocks[-1] == 1
+    with pytest.raises(file_mode.UserError):
+        file_mode.build_processor(block_frames=17)
 
 
 def test_model_options_reach_the_mask(
