@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soxr
@@ -48,6 +49,23 @@ def _up(x: np.ndarray, rate: int) -> np.ndarray:
     if rate == SAMPLE_RATE:
         return x
     return soxr.resample(x, SAMPLE_RATE, rate, quality="HQ").astype(np.float32)
+
+
+def _frames_through_c(
+    x: np.ndarray, frame: int, scale: float, process: Callable[[Any, Any], object]
+) -> np.ndarray:
+    """x float32 ``[n]`` (n a multiple of ``frame``) through a C ``process(p_in, p_out)`` frame by
+    frame, via two preallocated float buffers; input scaled by ``scale``, output by 1/scale."""
+    buf_in = np.zeros(frame, dtype=np.float32)
+    buf_out = np.zeros(frame, dtype=np.float32)
+    p_in = buf_in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    p_out = buf_out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    y = np.empty_like(x)
+    for i in range(0, len(x), frame):
+        np.multiply(x[i : i + frame], scale, out=buf_in)
+        process(p_in, p_out)
+        np.multiply(buf_out, 1.0 / scale, out=y[i : i + frame])
+    return y
 
 
 def _down(y: np.ndarray, rate: int, n: int) -> np.ndarray:
@@ -165,21 +183,16 @@ class RNNoise(System):
         self.version = f"pyrnnoise {_version('pyrnnoise')}"
 
     def _process_native(self, x: np.ndarray) -> np.ndarray:
-        R, f = self._R, self.frame
+        R = self._R
         st = R.create()
-        try:
-            buf_in = np.zeros(f, dtype=np.float32)
-            buf_out = np.zeros(f, dtype=np.float32)
-            p_in = buf_in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            p_out = buf_out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            y = np.empty_like(x)
-            for i in range(0, len(x), f):
-                np.multiply(x[i : i + f], 32768.0, out=buf_in)
-                R.lib.rnnoise_process_frame(st, p_out, p_in)
-                np.multiply(buf_out, 1.0 / 32768.0, out=y[i : i + f])
+        try:  # RNNoise works on float32 samples in the int16 range
+
+            def frame(p_in: Any, p_out: Any) -> object:
+                return R.lib.rnnoise_process_frame(st, p_out, p_in)
+
+            return _frames_through_c(x, self.frame, 32768.0, frame)
         finally:
             R.destroy(st)
-        return y
 
 
 class DeepFilterNet3(System):
@@ -225,21 +238,14 @@ class DeepFilterNet3(System):
         return st
 
     def _process_native(self, x: np.ndarray) -> np.ndarray:
-        lib, f = self._lib, self.frame
+        lib = self._lib
         st = self._create()
         try:
-            buf_in = np.zeros(f, dtype=np.float32)
-            buf_out = np.zeros(f, dtype=np.float32)
-            p_in = buf_in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            p_out = buf_out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            y = np.empty_like(x)
-            for i in range(0, len(x), f):
-                buf_in[:] = x[i : i + f]
-                lib.df_process_frame(st, p_in, p_out)
-                y[i : i + f] = buf_out
+            return _frames_through_c(
+                x, self.frame, 1.0, lambda p_in, p_out: lib.df_process_frame(st, p_in, p_out)
+            )
         finally:
             lib.df_free(st)
-        return y
 
 
 class NoiseReduce(System):
