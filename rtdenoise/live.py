@@ -150,10 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--latency",
         type=_latency_arg,
-        default=0.015,
+        # input 5 ms: a sound server then delivers the input in bursts of ~8 ms instead of
+        # ~16 ms, and the output buffer must cover one input burst (measured: -8 ms end to end).
+        # Output 15 ms: less gave output underflows at start-up under PulseAudio.
+        default=(0.005, 0.015),
         metavar="S",
         help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
-        "(default: 0.015; 'low' is often too small for a sound server's input; on a busy "
+        "(default: 0.005,0.015; 'low' is often too small for a sound server's output; on a busy "
         "machine use 0.05 with --margin-ms 10)",
     )
     dev.add_argument(
