@@ -241,3 +241,40 @@ def test_init_from_checkpoint_starts_fine_tuning_from_its_weights(tmp_path, monk
         base.model.state_dict().items(), ft.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), k  # weights and feature statistics come from the checkpoint
+
+
+def test_asymmetric_loss_weighs_removed_speech_more_than_residual_noise():
+    """w_under: the same compressed-magnitude error costs (w_mag + w_under) / w_mag more when the
+    estimate is below the target; w_under = 0 is the symmetric loss."""
+    from training.losses import LossConfig, spectral_loss
+
+    ref = torch.randn(2, 20, 260, 2)
+    mag = ref.square().sum(-1, keepdim=True).sqrt()
+    c = 0.3
+    # estimates whose compressed magnitude is the target's -/+ the same amount, same phase
+    down = ref * ((mag**c - 0.05).clamp_min(1e-3) ** (1 / c) / mag)
+    up = ref * ((mag**c + 0.05) ** (1 / c) / mag)
+    sym = LossConfig(compress=c, w_mag=1.0, w_cplx=0.0)
+    asym = LossConfig(compress=c, w_mag=1.0, w_cplx=0.0, w_under=2.0)
+    torch.testing.assert_close(
+        spectral_loss(down, ref, sym), spectral_loss(up, ref, sym), rtol=0.05, atol=0
+    )
+    torch.testing.assert_close(spectral_loss(up, ref, asym), spectral_loss(up, ref, sym))
+    ratio = spectral_loss(down, ref, asym) / spectral_loss(down, ref, sym)
+    torch.testing.assert_close(ratio, torch.tensor(3.0), rtol=1e-4, atol=0)
+
+
+def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
+    """train.init from a checkpoint with fewer bottleneck dilations: the new residual layers
+    start as the identity, so the grown model computes exactly what the checkpoint did."""
+    from rtdenoise.model import DenoiserNet, preset_config, save_checkpoint
+
+    small = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2))).eval()
+    save_checkpoint(tmp_path / "small.pt", small)
+    big = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2, 4, 8)))
+    st = torch.load(tmp_path / "small.pt", weights_only=False)
+    missing, unexpected = big.load_state_dict(st["state_dict"], strict=False)
+    assert T._zero_new_residuals(big, missing) == set(missing) and not unexpected
+    x = torch.randn(1, 50, 260, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(big.eval()(x)[0], small(x)[0])

@@ -1,6 +1,7 @@
 """Reconstruction losses for a real-valued spectral mask.
 
-``spectral_loss``: compressed-magnitude MSE plus a compressed complex term (the noisy phase
+``spectral_loss``: compressed-magnitude MSE (optionally asymmetric: ``w_under`` weighs
+removed speech more than residual noise) plus a compressed complex term (the noisy phase
 is kept by a real mask, so the complex term mainly penalises gain errors on bins whose phase is
 dominated by noise), normalised by the target's compressed power so that quiet and loud crops
 weigh the same. ``si_sdr_loss``: negative SI-SDR of the resynthesised waveform in dB, which
@@ -20,6 +21,9 @@ class LossConfig:
     w_mag: float = 0.7
     w_cplx: float = 0.3
     w_sisdr: float = 0.01  # per dB
+    #: extra weight on compressed magnitude *below* the target (speech removed) over above it
+    #: (noise left): masks trained symmetrically over-suppress speech, which PESQ and STOI punish
+    w_under: float = 0.0
     w_vq: float = 1.0
 
 
@@ -39,6 +43,10 @@ def spectral_loss(
     norm_src = cm_ref if noisy is None else _mag(noisy) ** c
     norm = (norm_src**2).mean(dim=(1, 2)) + 1e-8  # [B]
     l_mag = ((cm_est - cm_ref) ** 2).mean(dim=(1, 2))
+    if cfg.w_under > 0:
+        l_mag = l_mag + cfg.w_under / cfg.w_mag * (torch.relu(cm_ref - cm_est) ** 2).mean(
+            dim=(1, 2)
+        )
     c_est = est * (cm_est / m_est).unsqueeze(-1)
     c_ref = ref * (cm_ref / m_ref).unsqueeze(-1)
     l_cplx = ((c_est - c_ref) ** 2).sum(-1).mean(dim=(1, 2))

@@ -154,6 +154,20 @@ def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
 # ----------------------------------------------------------------------------- trainer
 
 
+def _zero_new_residuals(model: torch.nn.Module, missing: list[str]) -> set[str]:
+    """Growing a checkpoint: the residual convs a checkpoint lacks (e.g. more bottleneck
+    dilations) start as the identity (BatchNorm gain 0), so the grown model computes exactly
+    what the checkpoint did. Returns the missing keys so covered."""
+    covered: set[str] = set()
+    for name, mod in model.named_modules():
+        if getattr(mod, "residual", False):
+            keys = {f"{name}.{k}" for k in mod.state_dict() if "num_batches" not in k}
+            if keys and keys <= set(missing):
+                torch.nn.init.zeros_(mod.block.norm.weight)
+                covered |= keys
+    return covered
+
+
 class Trainer:
     """Owns model, optimiser, data and logs; ``run()`` trains until steps or budget run out."""
 
@@ -243,8 +257,20 @@ class Trainer:
         if not path.is_file():
             raise SystemExit(f"train.init: checkpoint not found: {path}")
         st = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(st.get("state_dict", st.get("model")))
-        log.info("initialised from %s (fine-tuning)", path)
+        missing, unexpected = self.model.load_state_dict(
+            st.get("state_dict", st.get("model")), strict=False
+        )
+        grown = _zero_new_residuals(self.model, missing)
+        if unexpected or set(missing) - grown:
+            raise SystemExit(
+                f"train.init: {path} does not fit this model (missing "
+                f"{sorted(set(missing) - grown)[:4]}, unexpected {sorted(unexpected)[:4]})"
+            )
+        log.info(
+            "initialised from %s (fine-tuning%s)",
+            path,
+            f"; {len(grown)} new residual-layer tensors start as identity" if grown else "",
+        )
 
     def _state(self) -> dict:
         return {
