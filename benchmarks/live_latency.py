@@ -31,6 +31,8 @@ from scipy import signal
 from tests.audio_server import SINK_RATE, AudioServer, LiveRun, missing_reason, playrec_command
 
 TOLERANCE_MS = 10.0
+#: issue #5: measured end to end at the default settings on an idle machine
+TARGET_MS = 120.0
 
 
 def click_train(sr: int, seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +78,8 @@ def playrec(server: AudioServer, x: np.ndarray, work: Path, rec_device: str) -> 
     play, rec = work / "clicks.wav", work / f"rec_{rec_device}.wav"
     sf.write(play, x, SINK_RATE, subtype="FLOAT")
     cmd = playrec_command(play, rec, rec_device=rec_device, latency=0.1, lead=0.0, tail=0.5)
-    subprocess.run(cmd, env=server.env, check=True, capture_output=True, timeout=120)
+    timeout = 60 + 2 * len(x) / SINK_RATE
+    subprocess.run(cmd, env=server.env, check=True, capture_output=True, timeout=timeout)
     y, _ = sf.read(rec, dtype="float32")
     return y[: len(x) + int(0.5 * SINK_RATE)]
 
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ok = abs(printed - measured) <= TOLERANCE_MS and spread1 < 2.0
     print(f"verdict: {'PASS' if ok else 'FAIL'} (printed within {TOLERANCE_MS:.0f} ms of measured)")
+    if not args.live_args:
+        met = "met" if measured <= TARGET_MS else "NOT met"
+        print(f"default settings: {measured:.1f} ms end to end, target <= {TARGET_MS:.0f} ms {met}")
     return 0 if ok else 1
 
 
