@@ -61,8 +61,10 @@ def offline_rtf(
     seconds: float = 30.0,
     paced: bool = False,
     model: str | None = None,
+    block_frames: int | None = None,
 ) -> float:
-    """Engine CPU per second of audio, fed in-process the way the live worker feeds it.
+    """Engine CPU per second of audio, fed in-process the way the live worker feeds it
+    (same processor, rate, chunk and frames per model call as the live run).
 
     ``paced``: sleep one chunk's duration between calls, as the live worker does (its caches
     go cold in between: on this machine that costs ~3-4x the CPU of a tight loop).
@@ -71,7 +73,7 @@ def offline_rtf(
     from rtdenoise.stft import StftConfig
     from rtdenoise.streamer import Streamer
 
-    processor = build_processor(passthrough=passthrough, model=model)
+    processor = build_processor(passthrough=passthrough, model=model, block_frames=block_frames)
     streamer = Streamer(processor, sample_rate=rate, channels=1)
     chunk = math.ceil(StftConfig().hop * rate / streamer.stft.sample_rate)
     x = add_noise(speech_like(rate, seconds), rate, snr_db=5)
@@ -88,6 +90,15 @@ def offline_rtf(
         if paced:
             time.sleep(chunk / rate)
     return cpu / (n / rate)
+
+
+def live_block_frames(live_args: list[str]) -> int:
+    """Frames per model call that ``rtdenoise live`` uses with these arguments."""
+    from rtdenoise import live
+
+    parser = argparse.ArgumentParser()
+    live.add_arguments(parser)
+    return parser.parse_known_args(live_args)[0].block_frames
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     last = arr[np.searchsorted(arr[:, 0], seconds - 5.0) - 1]  # before the shutdown
     cpu_per_s = (last[2] - first[2]) / (last[0] - first[0])
     rss_growth = last[1] - first[1]
-    ref = offline_rtf(rate, args.passthrough, model=args.model)
-    ref_paced = offline_rtf(rate, args.passthrough, seconds=15.0, paced=True, model=args.model)
+    k = live_block_frames(live_args)
+    ref = offline_rtf(rate, args.passthrough, model=args.model, block_frames=k)
+    ref_paced = offline_rtf(
+        rate, args.passthrough, seconds=15.0, paced=True, model=args.model, block_frames=k
+    )
     print(f"live args: {' '.join(live_args)}")
     print(start_line)
     print(next((ln for ln in live.lines if "stopped" in ln), ""))
