@@ -26,6 +26,7 @@ sample minus the ADC time of the input sample it was made from, from PortAudio's
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -729,6 +730,11 @@ def run(args: argparse.Namespace) -> int:
     engine.callback_abort = sd.CallbackAbort
     engine.use_realtime = True
     _warm_up(streamer, engine.chunk)
+    # A full collection walks every object (~100 k after importing numba and onnxruntime:
+    # 40-80 ms measured) while holding the GIL, so a callback waiting for it misses the 20 ms
+    # output deadline. Everything alive now lives as long as the run: freeze it out of the GC.
+    gc.collect()
+    gc.freeze()
 
     ended: list[bool] = []  # a stream finished by itself (device error, disconnect)
     streams = []
