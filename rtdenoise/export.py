@@ -106,8 +106,13 @@ def output_names(state_names: list[str]) -> list[str]:
     return ["mask"] + [f"{n}_out" for n in state_names]
 
 
-def metadata(model: DenoiserNet, block_frames: int = DEFAULT_BLOCK_FRAMES) -> dict:
-    """What a runtime needs besides the graph: framing, block, lookahead, states, config."""
+def metadata(
+    model: DenoiserNet,
+    block_frames: int = DEFAULT_BLOCK_FRAMES,
+    atten_lim_db: float | None = None,
+) -> dict:
+    """What a runtime needs besides the graph: framing, block, lookahead, states, config, and
+    the default attenuation limit (``atten_lim_db``, if chosen for this model)."""
     stft = StftConfig()
     names = model.state_names()
     shapes = [list(s.shape[1:]) for s in model.init_state(1)]
@@ -123,6 +128,7 @@ def metadata(model: DenoiserNet, block_frames: int = DEFAULT_BLOCK_FRAMES) -> di
             "n_freqs": stft.n_freqs,
         },
         "block_frames": int(block_frames),
+        **({} if atten_lim_db is None else {"atten_lim_db": float(atten_lim_db)}),
         "lookahead_frames": int(model.cfg.lookahead_frames),
         "inputs": ["spec"] + names,
         "outputs": output_names(names),
@@ -229,6 +235,7 @@ def export_all(
     name: str = "default",
     block_frames: int = DEFAULT_BLOCK_FRAMES,
     torchscript: bool = True,
+    atten_lim_db: float | None = None,
 ) -> dict[str, Path]:
     """Checkpoint -> ``NAME.{onnx,jit.pt,json,pt}`` in out_dir; returns the written paths."""
     model = load_checkpoint(ckpt)
@@ -237,7 +244,7 @@ def export_all(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fused = inference_copy(model)
-    meta = metadata(fused, block_frames)
+    meta = metadata(fused, block_frames, atten_lim_db)
     paths = {
         "onnx": out / f"{name}.onnx",
         "json": out / f"{name}.json",
@@ -272,6 +279,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_BLOCK_FRAMES,
         help="default frames per call stored in the metadata (default: %(default)s)",
     )
+    parser.add_argument(
+        "--atten-lim-db",
+        type=float,
+        metavar="DB",
+        help="default attenuation limit stored in the metadata, used when a user gives none "
+        "(choose it on validation data; default: no limit)",
+    )
     parser.add_argument("--no-torchscript", action="store_true", help="ONNX only")
     parser.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -279,12 +293,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.block_frames <= 16:
         raise UserError(f"--block-frames must be in 1..16, got {args.block_frames}")
+    if args.atten_lim_db is not None and not args.atten_lim_db >= 0:
+        raise UserError(f"--atten-lim-db must be >= 0, got {args.atten_lim_db}")
     paths = export_all(
         args.checkpoint,
         args.out_dir,
         args.name,
         args.block_frames,
         torchscript=not args.no_torchscript,
+        atten_lim_db=args.atten_lim_db,
     )
     for kind, p in paths.items():
         print(f"{kind}: {p}")

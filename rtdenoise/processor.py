@@ -11,6 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
+#: attenuation limit that is effectively none (a gain floor of 1e-5)
+NO_LIMIT_DB = 100.0
+
 
 class FrameProcessor(Protocol):
     #: frames per call (K); the streamer buffers frames until it has this many
@@ -46,15 +49,21 @@ class MaskProcessor:
     """Runs a model backend on each block and applies its real gain mask to the noisy spectrum.
 
     ``gain = max(mask, 10**(-atten_lim_db/20))``; ``out = (wet * gain + 1 - wet) * frames``.
-    Runtime knobs, separate from the model: ``atten_lim_db`` (most attenuation, default 100 dB,
-    i.e. effectively none) and ``wet`` (dry/wet mix, 1 = fully processed).
+    Runtime knobs, separate from the weights: ``atten_lim_db`` (most attenuation; default: the
+    model's metadata ``atten_lim_db``, chosen on validation data at export, else 100 dB, i.e.
+    effectively none) and ``wet`` (dry/wet mix, 1 = fully processed).
 
     With a backend lookahead of L frames the processor is a delay line: the mask returned for
     input frames ``[j, j+K)`` belongs to frames ``[j-L, j-L+K)``, which it applies to the frames
     it delayed by L (see :class:`FrameProcessor`). Buffers are allocated in ``reset``.
     """
 
-    def __init__(self, backend: object, atten_lim_db: float = 100.0, wet: float = 1.0) -> None:
+    def __init__(
+        self, backend: object, atten_lim_db: float | None = None, wet: float = 1.0
+    ) -> None:
+        if atten_lim_db is None:
+            meta = getattr(backend, "meta", None) or {}
+            atten_lim_db = float(meta.get("atten_lim_db", NO_LIMIT_DB))
         if not atten_lim_db >= 0:
             raise ValueError(f"atten_lim_db must be >= 0, got {atten_lim_db}")
         if not 0.0 <= wet <= 1.0:

@@ -217,3 +217,15 @@ def test_streamer_with_model_equals_offline_masking(tmp_path, lookahead):
     # last frame (its flush keeps framing the zero tail), which offline masking never sees
     n = x.shape[0] - 519
     np.testing.assert_allclose(y[:n], ref[:n], atol=1e-5, rtol=0)
+
+
+def test_mask_processor_takes_the_models_attenuation_limit_unless_given():
+    """The default floor travels in the model's metadata; an explicit value wins; no entry
+    means no limit."""
+    bare = FixedMask()
+    assert MaskProcessor(bare).atten_lim_db == 100.0
+    tuned = FixedMask()
+    tuned.meta = {"atten_lim_db": 12.0}
+    assert MaskProcessor(tuned).atten_lim_db == 12.0
+    assert MaskProcessor(tuned).floor == np.float32(10 ** (-12 / 20))
+    assert MaskProcessor(tuned, atten_lim_db=30.0).atten_lim_db == 30.0

@@ -39,7 +39,7 @@ def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     model = trained_tiny()
     save_checkpoint(d / "ckpt.pt", model)
-    paths = export_all(d / "ckpt.pt", d / "out", name="tiny")
+    paths = export_all(d / "ckpt.pt", d / "out", name="tiny", atten_lim_db=9.0)
     return model, paths
 
 
@@ -113,3 +113,14 @@ def test_cli_export_and_user_errors(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "seed.pt"), "-o", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert err.count("rtdenoise: error:") == 2 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript", "torch"])
+def test_the_default_attenuation_limit_travels_with_every_format(exported, kind):
+    from rtdenoise.backends import load_backend
+    from rtdenoise.processor import MaskProcessor
+
+    _, paths = exported
+    path = paths["checkpoint" if kind == "torch" else kind]
+    proc = MaskProcessor(load_backend(kind, str(path), None, 1))
+    assert proc.atten_lim_db == 9.0
