@@ -151,14 +151,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--latency",
         type=_latency_arg,
-        # input 5 ms: a sound server then delivers the input in bursts of ~8 ms instead of
-        # ~16 ms, and the output buffer must cover one input burst (measured: -8 ms end to end).
-        # Output 15 ms: less gave output underflows at start-up under PulseAudio.
-        default=(0.005, 0.015),
+        # 15 ms each way. A 5 ms input request starts ~8 ms lower (the sound server delivers
+        # ~8 ms input bursts instead of ~16 ms, and the output buffer covers one burst), but
+        # under PulseAudio the input then arrives later and later (~100 ppm: 15 ms in 150 s,
+        # 65 ms in 10 min, measured with clicks), so the latency does not stay put. Less than
+        # 15 ms of output gave output underflows at start-up.
+        default=0.015,
         metavar="S",
         help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
-        "(default: 0.005,0.015; 'low' is often too small for a sound server's output; on a busy "
-        "machine use 0.05 with --margin-ms 10)",
+        "(default: 0.015; 'low' is often too small for a sound server; 0.005,0.015 starts ~8 ms "
+        "lower but drifts under PulseAudio; on a busy machine use 0.05 with --margin-ms 10)",
     )
     dev.add_argument(
         "--margin-ms",
