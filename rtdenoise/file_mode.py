@@ -115,7 +115,7 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         type=float,
         metavar="DB",
         help="most attenuation the mask may apply, in dB: lower keeps more of the speech and "
-        "more of the noise (default: the model's own, 12 dB for the shipped one; 100 = no limit)",
+        "more of the noise (default: the model's own, 15 dB for the shipped one; 100 = no limit)",
     )
     group.add_argument(
         "--wet",

@@ -393,7 +393,7 @@ class LiveEngine:
             i_ref, a_ref = self._in_ref
             st = self.stats
             if dac > 0.0 and a_ref > 0.0:  # loop latency: DAC time of q - ADC time of input q
-                loop = dac - (a_ref + (q - i_ref) / self.cfg.samplerate)
+                loop = dac - (a_ref + (q - i_ref) * self._sample_s)
                 st.loop_sum += loop
                 st.loop_n += 1
                 st.loop_ema += (loop - st.loop_ema) * LOOP_SMOOTHING if st.loop_n > 1 else loop
@@ -417,13 +417,6 @@ class LiveEngine:
         except Exception as exc:
             self._fail(exc)
             raise self.callback_abort from exc
-
-    def callback(
-        self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
-    ) -> None:
-        """Both directions in one call (a duplex stream, or tests): input, then output."""
-        self.input_callback(indata, frames, t, status)
-        self.output_callback(outdata, frames, t, status)
 
     def _count_status(self, status: Any) -> None:
         st = self.stats

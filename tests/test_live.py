@@ -57,6 +57,12 @@ class _Halve:
         np.multiply(frames, 0.5, out=out)
 
 
+def _duplex(engine: LiveEngine, indata: np.ndarray, outdata: np.ndarray, frames: int) -> None:
+    """Both callbacks back to back, as a duplex device would call them."""
+    engine.input_callback(indata, frames, _Time, 0)
+    engine.output_callback(outdata, frames, _Time, 0)
+
+
 def _engine(processor: object = None, sr: int = 8000, block: int = 64) -> LiveEngine:
     return LiveEngine(Streamer(processor, sample_rate=sr), LiveConfig(sr, block, 0.02))
 
@@ -72,7 +78,7 @@ def _drive(
     outdata = np.empty((block, 1), np.float32)
     start = None
     for i, a in enumerate(range(0, len(x) - block + 1, block)):
-        engine.callback(x[a : a + block, None], outdata, block, _Time, 0)
+        _duplex(engine, x[a : a + block, None], outdata, block)
         y[a : a + block] = outdata[:, 0]
         if i == arm_after:
             prefill, lat_in, lat_out = engine.plan_prefill()
@@ -159,7 +165,7 @@ def test_worker_exception_stops_the_engine() -> None:
     x = _signal(8000)
     outdata = np.empty((64, 1), np.float32)
     for i, a in enumerate(range(0, len(x) - 64, 64)):
-        engine.callback(x[a : a + 64, None], outdata, 64, _Time, 0)
+        _duplex(engine, x[a : a + 64, None], outdata, 64)
         if i == 2:
             engine.arm(engine.plan_prefill()[0])
         if engine.stop_event.wait(0.002):

@@ -87,6 +87,11 @@ def concat_utterances(
 ) -> np.ndarray:
     """Fill ``n`` samples with random crops/concatenations of ``utterances`` and short gaps
     (``pick(rng)`` chooses the next utterance; default: uniform over ``utterances``)."""
+    if pick is None:
+
+        def pick(r: np.random.Generator) -> np.ndarray:
+            return utterances[int(r.integers(len(utterances)))]
+
     out = np.zeros(n)
     pos = 0
     u = first
@@ -99,11 +104,11 @@ def concat_utterances(
         if mode == 0:
             pos = int(rng.integers(0, int(gap_s[1] * SR) + 1))
         elif mode == 2:
-            u = pick(rng) if pick is not None else utterances[int(rng.integers(len(utterances)))]
+            u = pick(rng)
             u = u[int(rng.integers(0, max(1, len(u) // 2))) :]
     while pos < n:
         if u is None:
-            u = pick(rng) if pick is not None else utterances[int(rng.integers(len(utterances)))]
+            u = pick(rng)
         if len(u) > n - pos:
             random_start = pos == 0 and mode != 1
             off = int(rng.integers(0, len(u) - (n - pos) + 1)) if random_start else 0

@@ -43,14 +43,11 @@ def spectral_loss(
     norm_src = cm_ref if noisy is None else _mag(noisy) ** c
     norm = (norm_src**2).mean(dim=(1, 2)) + 1e-8  # [B]
     l_mag = ((cm_est - cm_ref) ** 2).mean(dim=(1, 2))
-    if cfg.w_under > 0:
-        l_mag = l_mag + cfg.w_under / cfg.w_mag * (torch.relu(cm_ref - cm_est) ** 2).mean(
-            dim=(1, 2)
-        )
+    l_under = (torch.relu(cm_ref - cm_est) ** 2).mean(dim=(1, 2)) if cfg.w_under > 0 else 0.0
     c_est = est * (cm_est / m_est).unsqueeze(-1)
     c_ref = ref * (cm_ref / m_ref).unsqueeze(-1)
     l_cplx = ((c_est - c_ref) ** 2).sum(-1).mean(dim=(1, 2))
-    return ((cfg.w_mag * l_mag + cfg.w_cplx * l_cplx) / norm).mean()
+    return ((cfg.w_mag * l_mag + cfg.w_under * l_under + cfg.w_cplx * l_cplx) / norm).mean()
 
 
 def si_sdr_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

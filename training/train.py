@@ -159,10 +159,11 @@ def _zero_new_residuals(model: torch.nn.Module, missing: list[str]) -> set[str]:
     dilations) start as the identity (BatchNorm gain 0), so the grown model computes exactly
     what the checkpoint did. Returns the missing keys so covered."""
     covered: set[str] = set()
+    absent = set(missing)
     for name, mod in model.named_modules():
         if getattr(mod, "residual", False):
             keys = {f"{name}.{k}" for k in mod.state_dict() if "num_batches" not in k}
-            if keys and keys <= set(missing):
+            if keys and keys <= absent:
                 torch.nn.init.zeros_(mod.block.norm.weight)
                 covered |= keys
     return covered
