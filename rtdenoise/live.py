@@ -14,13 +14,20 @@ ring; ring into the output) and count status flags; a worker thread runs the str
 also the default callback size) and writes ahead into the output ring. For half a second the
 output plays silence while the callbacks measure the device latencies and the largest bursts
 of back-to-back callbacks; then the output ring is prefilled with those bursts + a short
-crossfade + a margin, so in steady state the output callback always finds processed audio. If
-the worker falls behind anyway, the callback crossfades to the equally delayed dry input and
-counts an underrun. The worker asks for SCHED_FIFO scheduling where it is permitted.
+crossfade + a margin, so the output callback finds processed audio whatever the phase between
+the two streams' bursts. For the next 2 s the engine records when the worker made each chunk
+and when the output callback asked for it; then it drops, with one crossfaded jump, the
+buffering that every one of those reads could have done without beyond ``--margin-ms``: the
+real phase is not the worst one, and while both streams run on one clock it stays in the
+range it showed (0-12 ms less latency, measured). If a read comes too early later on, the
+output steps back by what was missing + the margin (crossfaded, counted as an underrun). If
+the worker falls behind with no trim left, the callback crossfades to the equally delayed dry
+input and counts an underrun. The worker asks for SCHED_FIFO scheduling where it is permitted.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
-resamplers) + the prefill + the device loop (mean over output callbacks of the DAC time of a
-sample minus the ADC time of the input sample it was made from, from PortAudio's timestamps).
+resamplers) + the prefill less the trim + the device loop (mean over output callbacks of the
+DAC time of a sample minus the ADC time of the input sample it was made from, from PortAudio's
+timestamps).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ STATUS_EVERY_S = 5.0
 #: output samples above this magnitude are soft-clipped (tanh) towards 1.0
 SOFT_KNEE = 0.9
 #: crossfade between processed and dry output when the worker falls behind or catches up
-FADE_S = 0.002
+FADE_S = 0.001
 #: callbacks closer together than this belong to one burst (sizing the output prefill)
 BURST_GAP_S = 0.001
 #: SCHED_FIFO priority of the worker, when the system allows it (root, limits.conf rtprio),
@@ -70,6 +77,14 @@ DRIFT_LIMIT_S = 0.002
 LOOP_SMOOTHING = 0.005
 #: seconds of armed run over which the device loop latency is averaged for the start line
 LOOP_SETTLE_S = 0.3
+#: seconds of armed run over which the output callbacks' timing is recorded for the trim. The
+#: phase between the two streams' bursts wobbles: under PulseAudio with a 44.1 kHz stream on a
+#: 48 kHz sink the output callbacks slide through a whole period every 2-4 s (measured); a
+#: window of 2 s planned the same trim as whole 40 s runs did, 0.3 s up to 8 ms too much.
+TRIM_WINDOW_S = 2.0
+#: the trim plan ignores output callbacks this close to the end of its recording (their data
+#: may come after it)
+TRIM_HORIZON_S = 0.06
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
 STALL_S = 2.0
 
@@ -154,8 +169,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # 15 ms each way. A 5 ms input request starts ~8 ms lower (the sound server delivers
         # ~8 ms input bursts instead of ~16 ms, and the output buffer covers one burst), but
         # under PulseAudio the input then arrives later and later (~100 ppm: 15 ms in 150 s,
-        # 65 ms in 10 min, measured with clicks), so the latency does not stay put. Less than
-        # 15 ms of output gave output underflows at start-up.
+        # 65 ms in 10 min, measured with clicks), so the latency does not stay put. A 10 ms
+        # output request measured 102 ms end to end, but ALSA's pulse plugin underran and the
+        # output timeline lost 76 ms in 10 min (3274 drift slips); 12.5 ms gets the same
+        # device buffer as 15.
         default=0.015,
         metavar="S",
         help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
@@ -167,7 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=4.0,
         metavar="MS",
-        help="output buffering beyond the largest callback burst, for worker jitter (default: 4)",
+        help="how long before the output callback asks for it processed audio must be ready "
+        "(worker jitter); the output buffer is sized for the worst phase of the two streams, "
+        "then trimmed after 2 s to keep this much (default: 4)",
     )
     add_processing_arguments(parser.add_argument_group("processing"))
     # one frame per model call: 11.6 ms less latency than the file default of 4, for ~1.5x the
@@ -217,6 +236,7 @@ class _Stats:
         self.loop_n = 0
         self.loop_ema = 0.0  # smoothed loop latency (s): moves if the two clocks drift
         self.slips = 0  # net one-sample slips of the output against the input (drift)
+        self.untrims = 0  # times a late read took the start-up trim back (also underruns)
 
 
 def chunk_frames(streamer: Streamer) -> int:
@@ -299,6 +319,7 @@ class LiveEngine:
         #: worker chunk: one STFT hop at the device rate
         self.chunk = chunk_frames(streamer)
         self.fade = max(1, round(FADE_S * sr))
+        self._margin = round(cfg.margin_ms * sr / 1000)
         size = 1 << max(12, math.ceil(math.log2(4 * sr)))  # >= 4 s: history for the dry path
         self._in = np.zeros(size, np.float32)
         self._out = np.zeros(size, np.float32)
@@ -326,12 +347,21 @@ class LiveEngine:
         self._sample_s = 1.0 / sr
         self.prefill = 0
         self.delay = 0
+        self._trim_request = 0  # main -> output callback: skip this many samples ahead
+        #: samples of the prefill dropped again after start-up (the streams did not need them)
+        self.trimmed = 0
         self._warm_until = 0  # worker: output below this index is dry (after a resync)
         # pre-roll measurements (callbacks, preallocated): [input, output] x callbacks
         self._pr_n = [0, 0]
         self._pr_t = np.zeros((2, 4096), np.float64)
         self._pr_frames = np.zeros((2, 4096), np.int64)
         self._pr_lat = np.zeros((2, 4096), np.float64)
+        # start-up timeline for the trim (preallocated): [worker chunks, output reads] x
+        # (time, output index): when processed output up to an index was there / was needed
+        self._tl_on = False
+        self._tl_n = [0, 0]
+        self._tl_t = np.zeros((2, 4096), np.float64)
+        self._tl_i = np.zeros((2, 4096), np.int64)
         self._clock = time.perf_counter
         self.last_callback = [self._clock(), self._clock()]
         self.error: BaseException | None = None
@@ -409,7 +439,27 @@ class LiveEngine:
                         st.slips -= 1
             avail = self._out_written - q
             if not self._dry and avail >= frames + self.fade:
-                _ring_read(self._out, q, out)
+                trim = self._trim_request
+                if trim:  # (once, after start-up) drop buffering the stream turned out not to need
+                    self._trim_request = 0
+                    if trim <= avail - frames - self.fade:
+                        self._skip(q, trim, frames, out)
+                    else:
+                        _ring_read(self._out, q, out)
+                else:
+                    _ring_read(self._out, q, out)
+                    if self._tl_on:
+                        self._timeline(1, now, q + frames + self.fade)
+            elif not self._dry and self.trimmed and avail + self.trimmed >= frames + self.fade:
+                # late after the trim (the streams' phase moved: different clocks, load): give
+                # back what was missing + the margin, with a crossfaded step instead of going dry
+                back = min(self.trimmed, frames + self.fade - avail + self._margin)
+                ref = self._loop_ref
+                if ref is not None:
+                    self._loop_ref = ref + back * self._sample_s
+                self._skip(q, -back, frames, out)
+                st.underruns += 1
+                st.untrims += 1
             else:
                 self._mix_dry(q, frames, avail, out)
             if outdata.shape[1] > 1:
@@ -423,13 +473,21 @@ class LiveEngine:
         xrun = False
         for name in ("input_underflow", "input_overflow", "output_underflow", "output_overflow"):
             if getattr(status, name):
-                st.flags[name] = st.flags.get(name, 0) + 1
+                if self._armed:  # (start-up ones are only counted: the output is silence)
+                    st.flags[name] = st.flags.get(name, 0) + 1
                 xrun = True
         if xrun:
             if self._armed:
                 st.xruns += 1
             else:
                 st.xruns_startup += 1
+
+    def _timeline(self, side: int, now: float, index: int) -> None:
+        n = self._tl_n[side]
+        if n < self._tl_t.shape[1]:
+            self._tl_t[side, n] = now
+            self._tl_i[side, n] = index
+            self._tl_n[side] = n + 1
 
     def _preroll(self, side: int, now: float, frames: int, latency: float) -> None:
         n = self._pr_n[side]
@@ -449,6 +507,25 @@ class LiveEngine:
         self._warm_until = 0
         self._out_written = start + p  # the ring is all zeros: [start, start + p) is silence
         self._armed = True
+
+    def _skip(self, q: int, n: int, frames: int, out: np.ndarray) -> None:
+        """(output callback) jump ``n`` samples ahead (back if negative) in the processed
+        output, crossfading from the old position into the new one; the loop latency is
+        measured afresh."""
+        _ring_read(self._out, q, out)
+        new = self._wet_buf[:frames]
+        _ring_read(self._out, q + n, new)
+        f = min(self.fade, frames)
+        head = out[:f]
+        np.multiply(head, self._fade_down[:f], out=head)
+        np.multiply(new[:f], self._fade_up[:f], out=new[:f])
+        np.add(head, new[:f], out=head)
+        out[f:] = new[f:]
+        self.out_map += n
+        self.trimmed += n
+        st = self.stats
+        st.loop_sum = 0.0
+        st.loop_n = 0
 
     def _mix_dry(self, pos: int, frames: int, avail: int, out: np.ndarray) -> None:
         """(callback) the worker is behind: delayed dry input, crossfaded at the transitions."""
@@ -555,6 +632,8 @@ class LiveEngine:
             _ring_write(self._out, o, y)
             self._out_written = o + n
             self._worker_pos = k + n
+            if self._tl_on:
+                self._timeline(0, self._clock(), o + n)
             done += 1
             if self._rec_in is not None:
                 self._rec_in.write(x)
@@ -602,13 +681,73 @@ class LiveEngine:
         """
         burst_in, lat_in = self._bursts(0)
         burst_out, lat_out = self._bursts(1)
-        margin = round(self.cfg.margin_ms * self.cfg.samplerate / 1000)
+        margin = self._margin
         pending = 0 if self.cfg.blocksize == self.chunk else self.chunk - 1
         log.info(
             "prefill: bursts in %d + out %d + pending chunk %d + fade %d + margin %d samples",
             burst_in, burst_out, pending, self.fade, margin,
         )  # fmt: skip
         return burst_in + burst_out + pending + self.fade + margin, lat_in, lat_out
+
+    def record_timeline(self, on: bool) -> None:
+        """Start (clearing) or stop recording when processed output was made and needed."""
+        if on:
+            self._tl_n = [0, 0]
+        self._tl_on = on
+
+    def timeline_spare(self, n: int = 0) -> float:
+        """From the recorded timeline: the least time (s) between processed output being made
+        and an output callback reading it (+ the crossfade), had the output been ``n`` samples
+        further ahead; -inf if a read would have come first, +inf if nothing was recorded."""
+        nw, nr = self._tl_n
+        made_t, made_i = self._tl_t[0, :nw], self._tl_i[0, :nw]
+        read_t, need = self._tl_t[1, :nr], self._tl_i[1, :nr]
+        if nw < 2:
+            return math.inf
+        # reads whose data was all made while recording; later ones may need what came after
+        keep = (need > made_i[0]) & (read_t < made_t[-1] - TRIM_HORIZON_S)
+        if not keep.any():
+            return math.inf
+        idx = np.searchsorted(made_i, need[keep] + n)  # the chunk that made the needed sample
+        if idx.max() >= nw:
+            return -math.inf
+        return float(np.min(read_t[keep] - made_t[idx]))
+
+    def plan_trim(self) -> int:
+        """Samples of output buffering to drop: the most that leaves every recorded output
+        callback finding what it reads made at least ``margin_ms`` before (0 if none).
+
+        The prefill assumes the worst phase between input and output bursts and no worker
+        time. While both streams run on one clock the phase only wobbles within the range the
+        timeline shows (see TRIM_WINDOW_S), and the timeline holds the worker's real times, so
+        what it shows is spare is latency for nothing. Measured in time, not in spare samples:
+        a callback that comes while the worker is half-way through a burst finds a chunk more
+        or less depending on who wins the race.
+        """
+        margin = self.cfg.margin_ms / 1000.0
+        if not margin <= self.timeline_spare(0) < math.inf:
+            return 0
+        lo, hi = 0, self.prefill  # timeline_spare falls as n grows: bisect
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.timeline_spare(mid) >= margin:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def trim(self, n: int) -> None:
+        """Ask the output callback to skip ``n`` samples ahead (with a crossfade), once."""
+        self._trim_request = max(0, n)
+
+    @property
+    def trim_pending(self) -> bool:
+        return self._trim_request > 0
+
+    @property
+    def buffer_samples(self) -> int:
+        """Output buffering in effect: the prefill less what was trimmed after start-up."""
+        return self.prefill - self.trimmed
 
     def hold_latency(self, loop: float) -> None:
         """Start drift compensation: hold the device loop latency at ``loop`` seconds (the
@@ -675,7 +814,10 @@ def _latency_text(engine: LiveEngine, loop: float, lat_in: float, lat_out: float
     """(total latency ms, breakdown text); loop: device loop latency in seconds."""
     sr = engine.cfg.samplerate
     algo = 1000.0 * engine.streamer.latency_samples / sr
-    buf = 1000.0 * engine.prefill / sr
+    buf = 1000.0 * engine.buffer_samples / sr
+    # the trim moved the output timeline: the loop latency measured since then is shorter by
+    # it; shown as device loop (what the devices add) + output buffer (what we keep)
+    loop += engine.trimmed / sr
     total = algo + buf + 1000.0 * loop
     detail = (
         f"engine {algo:.1f} + output buffer {buf:.1f} + device loop {1000 * loop:.1f} "
@@ -785,9 +927,15 @@ def run(args: argparse.Namespace) -> int:
                 engine.arm(prefill)
                 while not engine.armed and not engine.stop_event.wait(0.01):
                     _check_stall(engine, stall_s)
-                settle = engine.audio_seconds + LOOP_SETTLE_S
-                while engine.audio_seconds < settle and not engine.stop_event.wait(0.02):
+                engine.record_timeline(True)
+                _settle(engine, stall_s, TRIM_WINDOW_S, args.duration)
+                engine.record_timeline(False)
+                trim = engine.plan_trim()
+                log.info("output buffer: trimming %d of %d samples", trim, engine.prefill)
+                engine.trim(trim)
+                while engine.trim_pending and not engine.stop_event.wait(0.01):
                     _check_stall(engine, stall_s)
+                _settle(engine, stall_s, LOOP_SETTLE_S, args.duration)
                 log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
                 loop = engine.loop_latency() or lat_in + lat_out
                 latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
@@ -797,11 +945,18 @@ def run(args: argparse.Namespace) -> int:
                     f", {what}; latency {latency_ms:.1f} ms ({detail})"
                 )
             next_status = engine.audio_seconds + STATUS_EVERY_S
+            untrim_said = False
             while not engine.stop_event.wait(0.05):
                 _check_stall(engine, stall_s)
                 now = engine.audio_seconds
                 if args.duration is not None and now >= args.duration:
                     break
+                if engine.stats.untrims and not untrim_said:
+                    untrim_said = True
+                    _say(
+                        "the output came late for the trimmed buffer: buffering more "
+                        "(sound devices on different clocks, or a busy machine?)"
+                    )
                 if now >= next_status:
                     next_status += STATUS_EVERY_S
                     if not args.quiet:
@@ -844,6 +999,16 @@ def _finished(ended: list[bool], engine: LiveEngine) -> None:
     """PortAudio's finished callback: the stream ended (by us, or by a device failure)."""
     ended.append(True)
     engine.stop_event.set()
+
+
+def _settle(engine: LiveEngine, stall_s: float, seconds: float, end: float | None) -> None:
+    """Let ``seconds`` of audio pass while the callbacks measure something (not past ``end``,
+    the --duration)."""
+    until = engine.audio_seconds + seconds
+    if end is not None:
+        until = min(until, end)
+    while engine.audio_seconds < until and not engine.stop_event.wait(0.02):
+        _check_stall(engine, stall_s)
 
 
 def _check_stall(engine: LiveEngine, stall_s: float) -> None:

@@ -227,6 +227,119 @@ def test_prefill_covers_callback_bursts(block: int, phase: float) -> None:
     np.testing.assert_allclose(yq, x[start : start + len(yq)], atol=1e-5)
 
 
+def _bursty(
+    engine: LiveEngine,
+    x: np.ndarray,
+    phase: float,
+    at: dict[int, object],
+    skip_worker: range = range(0),
+    block: int = 64,
+    burst: int = 4,
+    worker_s: float = 0.002,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Callbacks in bursts of ``burst`` both ways, the output ``phase`` of a period behind, the
+    worker ``worker_s`` after each input burst (not after input callbacks ``skip_worker``);
+    ``at[i]()`` runs after input callback i. -> (output [n], out_map per output callback)."""
+    period = block * burst / 8000
+    nb = len(x) // block
+    events = []
+    for i in range(nb):
+        t_in = (i // burst) * period + (i % burst) * 1e-4
+        events += [(t_in, 0, i), (t_in + phase * period, 1, i)]
+        if i % burst == burst - 1 and i not in skip_worker:
+            events.append((t_in + worker_s, 2, i))
+    events.sort()
+    outdata = np.empty((block, 1), np.float32)
+    y = np.full(nb * block, np.nan, np.float32)
+    maps = np.zeros(nb, np.int64)
+    for t, side, i in events:
+        engine._clock = lambda t=t: t
+        if side == 0:
+            engine.input_callback(x[i * block : (i + 1) * block, None], block, _Time, 0)
+            if i in at:
+                at[i]()  # type: ignore[operator]
+        elif side == 1:
+            engine.output_callback(outdata, block, _Time, 0)
+            y[i * block : (i + 1) * block] = outdata[:, 0]
+            maps[i] = engine.out_map or 0
+        elif engine._armed:
+            engine.process_available()
+    return y, maps
+
+
+def _trim_schedule(engine: LiveEngine) -> dict[int, object]:
+    """Arm, record 35 bursts (every remainder of 4 x 64 samples in chunks of 31), trim,
+    record again."""
+
+    def stop_and_trim() -> None:
+        engine.record_timeline(False)
+        engine.trim(engine.plan_trim())
+
+    return {
+        40: lambda: engine.arm(engine.plan_prefill()[0]),
+        60: lambda: engine.record_timeline(True),
+        200: stop_and_trim,
+        220: lambda: engine.record_timeline(True),
+    }
+
+
+def _check_jumps(engine: LiveEngine, x: np.ndarray, y: np.ndarray, maps: np.ndarray) -> int:
+    """Output block i plays input ``o + map - delay``; where the map jumped, the block starts
+    on the old timeline and crossfades into the new one. -> number of jumps after arming."""
+    block = len(y) // len(maps)
+    d, start, f = engine.delay, engine._arm_start, engine.fade
+    jumps = 0
+    for i in range(1, len(maps)):
+        src = np.arange(i * block, (i + 1) * block) + maps[i] - d
+        if src[0] < start:
+            continue
+        yi = y[i * block : (i + 1) * block]
+        if maps[i] == maps[i - 1]:
+            np.testing.assert_allclose(yi, x[src], atol=1e-5)
+            continue
+        jumps += 1
+        old, new = x[src - maps[i] + maps[i - 1]], x[src]
+        assert np.all(yi >= np.minimum(old, new) - 1e-5)
+        assert np.all(yi <= np.maximum(old, new) + 1e-5)
+        np.testing.assert_allclose(yi[f:], new[f:], atol=1e-5)
+        assert abs(yi[0] - old[0]) <= abs(new[0] - old[0]) / 2 + 1e-5  # starts on the old one
+    return jumps
+
+
+@pytest.mark.parametrize("phase", [0.05, 0.3, 0.7])
+def test_trim_keeps_the_margin_and_drops_the_rest(phase: float) -> None:
+    """After the start-up trim every read finds its data made >= margin before it asks, with
+    less than one burst period to spare beyond that (no cheaper plan exists); never an
+    underrun; the output is the input delayed, and the one jump is a crossfade."""
+    engine = _engine(block=64)
+    x = _signal(8000 * 4, seed=5)
+    y, maps = _bursty(engine, x, phase, _trim_schedule(engine))
+    engine.record_timeline(False)
+    st, margin, period = engine.stats, engine.cfg.margin_ms / 1000, 4 * 64 / 8000
+    assert st.underruns == 0
+    assert 0 < engine.trimmed < engine.prefill
+    assert margin <= engine.timeline_spare(0) < margin + period
+    assert engine.timeline_spare(1) < margin  # one sample more and a read would be too early
+    assert _check_jumps(engine, x, y, maps) == 1
+
+
+def test_a_late_read_after_the_trim_gives_the_buffering_back() -> None:
+    """The worker misses one burst after the trim: instead of going dry, the output steps
+    back (crossfaded) by what was missing + the margin, each step counted as an underrun, and
+    runs on with part of the trim kept."""
+    x = _signal(8000 * 4, seed=6)
+    calm = _engine(block=64)
+    _bursty(calm, x, 0.3, _trim_schedule(calm))
+    engine = _engine(block=64)
+    y, maps = _bursty(engine, x, 0.3, _trim_schedule(engine), skip_worker=range(300, 304))
+    st = engine.stats
+    assert st.untrims >= 1 and st.underruns == st.untrims and st.dry_samples == 0
+    assert 0 <= engine.trimmed < calm.trimmed
+    assert _check_jumps(engine, x, y, maps) == 1 + st.untrims  # the trim, then the steps back
+    # after the steps the worker keeps up again: nothing more is given back
+    assert np.count_nonzero(np.diff(maps[320:])) == 0
+
+
 @pytest.mark.parametrize("extra", [+1, -1])
 def test_clock_drift_is_absorbed_by_sample_slips(extra: int) -> None:
     """Output clock 0.5% fast (an extra output callback) or slow (a skipped one) every 200
