@@ -189,44 +189,6 @@ def test_soft_clip_is_identity_below_the_knee_and_bounded_above() -> None:
     np.testing.assert_allclose(y, -y[::-1], atol=1e-6)
 
 
-@pytest.mark.parametrize("phase", [0.0, 0.3, 0.7])
-@pytest.mark.parametrize("block", [31, 64])  # one chunk (the default) and not
-def test_prefill_covers_callback_bursts(block: int, phase: float) -> None:
-    """Input and output callbacks each in bursts of 4, the output ``phase`` of a period behind;
-    the worker runs only after an input burst. Never an underrun, output = delayed input."""
-    engine = _engine(block=block)
-    burst = 4
-    x = _signal(8000 * 2, seed=3)
-    period = block * burst / 8000
-    nb = len(x) // block
-    events = []
-    for i in range(nb):
-        t_in = (i // burst) * period + (i % burst) * 1e-4
-        events += [(t_in, 0, i), (t_in + phase * period, 1, i)]
-    events.sort()
-    outdata = np.empty((block, 1), np.float32)
-    y = np.full(nb * block, np.nan, np.float32)
-    for t, side, i in events:
-        engine._clock = lambda t=t: t
-        if side == 0:
-            engine.input_callback(x[i * block : (i + 1) * block, None], block, _Time, 0)
-            if i == 40:
-                prefill = engine.plan_prefill()[0]
-                assert prefill >= 2 * burst * block + engine.fade
-                engine.arm(prefill)
-            if engine._armed and i % burst == burst - 1:  # end of an input burst: worker runs
-                engine.process_available()
-        else:
-            engine.output_callback(outdata, block, _Time, 0)
-            y[i * block : (i + 1) * block] = outdata[:, 0]
-    assert engine.stats.underruns == 0
-    d, start, m = engine.delay, engine._arm_start, engine.out_map
-    assert m is not None
-    n = nb * block
-    yq = y[start + d - m : n]  # output sample o plays input o + m - d
-    np.testing.assert_allclose(yq, x[start : start + len(yq)], atol=1e-5)
-
-
 def _bursty(
     engine: LiveEngine,
     x: np.ndarray,
@@ -265,6 +227,27 @@ def _bursty(
         elif engine._armed:
             engine.process_available()
     return y, maps
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.3, 0.7])
+@pytest.mark.parametrize("block", [31, 64])  # one chunk (the default) and not
+def test_prefill_covers_callback_bursts(block: int, phase: float) -> None:
+    """Input and output callbacks each in bursts of 4, the output ``phase`` of a period behind;
+    the worker runs only after an input burst. Never an underrun, output = delayed input."""
+    engine = _engine(block=block)
+    x = _signal(8000 * 2, seed=3)
+
+    def arm() -> None:
+        prefill = engine.plan_prefill()[0]
+        assert prefill >= 2 * 4 * block + engine.fade
+        engine.arm(prefill)
+
+    y, maps = _bursty(engine, x, phase, {40: arm}, block=block, worker_s=1e-6)
+    assert engine.stats.underruns == 0
+    d, start, m = engine.delay, engine._arm_start, engine.out_map
+    assert m is not None and np.all(maps[maps != 0] == m)
+    yq = y[start + d - m :]  # output sample o plays input o + m - d
+    np.testing.assert_allclose(yq, x[start : start + len(yq)], atol=1e-5)
 
 
 def _trim_schedule(engine: LiveEngine) -> dict[int, object]:
