@@ -513,19 +513,24 @@ class LiveEngine:
         output, crossfading from the old position into the new one; the loop latency is
         measured afresh."""
         _ring_read(self._out, q, out)
-        new = self._wet_buf[:frames]
-        _ring_read(self._out, q + n, new)
-        f = min(self.fade, frames)
-        head = out[:f]
-        np.multiply(head, self._fade_down[:f], out=head)
-        np.multiply(new[:f], self._fade_up[:f], out=new[:f])
-        np.add(head, new[:f], out=head)
-        out[f:] = new[f:]
+        self._fade_into(q + n, frames, out)
         self.out_map += n
         self.trimmed += n
         st = self.stats
         st.loop_sum = 0.0
         st.loop_n = 0
+
+    def _fade_into(self, pos: int, frames: int, out: np.ndarray) -> None:
+        """(output callback) ``out`` holds what was playing; crossfade from it into the
+        processed output at ``pos`` over the first ``fade`` samples, then play that."""
+        wet = self._wet_buf[:frames]
+        _ring_read(self._out, pos, wet)
+        f = min(self.fade, frames)
+        head = out[:f]
+        np.multiply(head, self._fade_down[:f], out=head)
+        np.multiply(wet[:f], self._fade_up[:f], out=wet[:f])
+        np.add(head, wet[:f], out=head)
+        out[f:] = wet[f:]
 
     def _mix_dry(self, pos: int, frames: int, avail: int, out: np.ndarray) -> None:
         """(callback) the worker is behind: delayed dry input, crossfaded at the transitions."""
@@ -536,14 +541,7 @@ class LiveEngine:
         _ring_read(self._in, pos - self.delay, out)  # dry: always there
         if self._dry:
             if avail >= frames + fade:  # caught up: fade the processed signal back in
-                wet = self._wet_buf[:frames]
-                _ring_read(self._out, pos, wet)
-                f = min(fade, frames)
-                head = out[:f]
-                np.multiply(head, self._fade_down[:f], out=head)
-                np.multiply(wet[:f], self._fade_up[:f], out=wet[:f])
-                np.add(head, wet[:f], out=head)
-                out[f:] = wet[f:]
+                self._fade_into(pos, frames, out)
                 self._dry = False
             else:
                 st.dry_samples += frames
@@ -917,8 +915,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with out_stream, in_stream:
             # pre-roll: silence out, measure callback bursts and device latency, then arm
-            while engine.audio_seconds < PREROLL_S and not engine.stop_event.wait(0.02):
-                _check_stall(engine, stall_s)
+            _settle(engine, stall_s, PREROLL_S, None)
             if not engine.stop_event.is_set():
                 prefill, lat_in, lat_out = engine.plan_prefill()
                 if lat_in <= 0 or lat_out <= 0:  # host API without timestamps
