@@ -6,6 +6,13 @@
       -> StftAnalyzer (hop 31) -> processor, K frames per call
       -> StftSynthesizer (exact overlap-add) -> RingBuffer (latency prefill)
       -> StreamingResampler (8 kHz ->) -> RingBuffer (rate FIFO) -> y [n, C] at sample_rate
+      + the band above 4 kHz, gated by the model's output         (rates above 8 kHz, full_band)
+
+Above 8 kHz the output is full band by default: :mod:`rtdenoise.bandsplit` adds the input
+minus its low band (as the resampler round trip returns it), delayed to the same latency and
+scaled by a gain that follows the processor's output, so with identity processing the output
+is exactly the input delayed by ``latency_samples``. ``full_band=False`` returns only the
+telephone band (the low band of the 8 kHz path), as before.
 
 ``feed(x)`` returns exactly as many samples as it is given: ``y[t] = processed(x)[t - L]`` with
 ``L = latency_samples`` (the first ``L`` samples of a stream are zeros). ``flush()`` feeds ``L``
@@ -31,7 +38,10 @@ while the processor still sees exactly K frames per call; with one channel those
 the engine's buffers, valid only during the call.
 
 Cost with identity processing, 48 kHz in and out, one thread (``benchmarks/test_bench_dsp.py``):
-~2.5 ms of CPU per second of audio fed in 4096-sample blocks, ~5 ms in 10 ms chunks.
+~2.5 ms of CPU per second of audio fed in 4096-sample blocks, ~5 ms in 10 ms chunks. The band
+split adds ~1.4 ms (4096-sample blocks) to ~2.8 ms (10 ms chunks) per second at 48 kHz
+(measured against ``full_band=False`` in the same run on a busy machine); with the model that
+is ~1.1x the narrowband CPU (``benchmarks/test_bench_model.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .bandsplit import BandSplit, BandSplitConfig, HighBandGain
 from .processor import FrameProcessor, IdentityProcessor
 from .ring import RingBuffer
 from .stft import StftAnalyzer, StftConfig, StftSynthesizer
@@ -58,6 +69,8 @@ class _Core:
     def __init__(
         self, processor: FrameProcessor, channels: int, cfg: StftConfig, max_frames: int
     ) -> None:
+        #: optional ``push(frames_in, frames_out, released)`` after each batch (the band split)
+        self.observer: HighBandGain | None = None
         k = int(processor.block_frames)
         la = int(processor.lookahead_frames)
         if k < 1 or la < 0:
@@ -126,6 +139,8 @@ class _Core:
                 kept = self._run_blocks(frames)
                 samples = self.synth.push(self._proc[:, :kept])
                 self.ring.write(samples.T)
+                if self.observer is not None:
+                    self.observer.push(frames, self._proc[:, :kept], samples.shape[1])
             self.ring.read(out[a:b])
 
 
@@ -135,6 +150,8 @@ class Streamer:
     processor: any :class:`~rtdenoise.processor.FrameProcessor` (default: identity, 1 frame).
     sample_rate: rate of the audio fed and returned; resampled to/from ``stft.sample_rate``.
     channels: C; ``feed`` takes ``[n]`` (C == 1) or ``[n, C]``.
+    full_band: above ``stft.sample_rate``, add the band the model does not see, gated by its
+    output (:mod:`rtdenoise.bandsplit`, tuned by ``band``); False: the low band only.
     """
 
     def __init__(
@@ -144,6 +161,8 @@ class Streamer:
         channels: int = 1,
         stft: StftConfig = StftConfig(),  # noqa: B008 - frozen dataclass
         max_frames: int = DEFAULT_MAX_FRAMES,
+        full_band: bool = True,
+        band: BandSplitConfig = BandSplitConfig(),  # noqa: B008 - frozen dataclass
     ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -155,8 +174,10 @@ class Streamer:
         self.stft = stft
         self._core = _Core(self.processor, self.channels, stft, max_frames)
         self._resampling = self.sample_rate != stft.sample_rate
+        #: the band above the model's (see :mod:`rtdenoise.bandsplit`); None: narrowband output
+        self._band: BandSplit | None = None
         if self._resampling:
-            self._init_resampling()
+            self._init_resampling(full_band and self.sample_rate > stft.sample_rate, band)
         else:
             self._latency = self._core.latency
             self.residual_delay = 0.0
@@ -171,7 +192,7 @@ class Streamer:
             self.latency_ms,
         )
 
-    def _init_resampling(self) -> None:
+    def _init_resampling(self, full_band: bool, band: BandSplitConfig) -> None:
         from .resample import StreamingResampler
 
         sr, sr8, c = self.sample_rate, self.stft.sample_rate, self.channels
@@ -179,10 +200,14 @@ class Streamer:
         # delay already in the signal when it reaches the up-resampler, in 8 kHz samples; the
         # up-resampler picks its filter length so that the chain's total delay is whole
         prior = Fraction(self._rs_in.delay) + self._core.latency
-        try:
-            self._rs_out = StreamingResampler(sr8, sr, c, prior_delay=prior)
-        except TypeError:  # a resampler without chain alignment: round below
-            self._rs_out = StreamingResampler(sr8, sr, c)
+
+        def up(channels: int) -> StreamingResampler:
+            try:
+                return StreamingResampler(sr8, sr, channels, prior_delay=prior)
+            except TypeError:  # a resampler without chain alignment: round below
+                return StreamingResampler(sr8, sr, channels)
+
+        self._rs_out = up(c)
         group = Fraction(self._rs_out.delay) + prior * Fraction(sr, sr8)
         # the rate FIFO must never run dry: prefill it by the chain's worst count deficit
         self._prefill = _count_deficit(self._rs_in, self._rs_out, sr)
@@ -198,6 +223,22 @@ class Streamer:
         self._buf_dev = np.zeros((-(-n8 * sr // sr8) + 2, c), np.float32)
         cap = self._prefill + self._chunk + self._buf_dev.shape[0] + 8
         self._fifo = RingBuffer(cap, c, np.float32, "refuse")
+        if full_band:
+            core = self._core
+            gain = HighBandGain(
+                self.stft,
+                c,
+                core.max_frames,
+                core.lookahead,
+                core.ring.capacity,
+                sr,
+                float(self._rs_in.delay),
+                band,
+            )
+            core.observer = gain
+            self._band = BandSplit(
+                gain, up(2 * c), core.latency, self._prefill, self._latency, n8, self._chunk
+            )
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -218,7 +259,14 @@ class Streamer:
     def underflows(self) -> int:
         """Samples the internal FIFOs had to zero-fill (0 unless something is broken)."""
         n = self._core.ring.underflows
+        if self._band is not None:
+            n += self._band.underflows
         return n + (self._fifo.underflows if self._resampling else 0)
+
+    @property
+    def full_band(self) -> bool:
+        """Whether the band above the model's 4 kHz is passed (gated), not cut."""
+        return self._band is not None
 
     def reset(self) -> None:
         """Forget the stream: the next ``feed`` behaves like the first one of a new Streamer."""
@@ -228,6 +276,8 @@ class Streamer:
             self._rs_out.reset()
             self._fifo.reset()
             self._fifo.write_zeros(self._prefill)
+            if self._band is not None:
+                self._band.reset()
 
     def feed(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """x: float ``[n]`` (one channel) or ``[n, C]`` -> float32 of the same shape.
@@ -253,12 +303,17 @@ class Streamer:
         n = x2.shape[0]
         for a in range(0, n, self._chunk):
             b = min(a + self._chunk, n)
+            if self._band is not None:
+                self._band.meter(x2[a:b])
             y8 = self._rs_in.process(x2[a:b], out=self._buf8_in)
             z8 = self._buf8_out[: y8.shape[0]]
             self._core.feed(y8, z8)
             w = self._rs_out.process(z8, out=self._buf_dev)
             self._fifo.write(w)
             self._fifo.read(out2[a:b])
+            if self._band is not None:
+                self._band.feed8(y8)
+                self._band.mix(out2[a:b])
         return out
 
     def flush(self) -> np.ndarray:

@@ -1,0 +1,240 @@
+"""Full-band output (rtdenoise/bandsplit.py): exact crossover, streaming invariants, gating."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtdenoise.processor import MaskProcessor
+from rtdenoise.streamer import Streamer
+
+RATES = [16000, 22050, 44100, 48000]
+TONES = (1000.0, 6000.0, 12000.0)
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "rtdenoise" / "models" / "default.onnx"
+
+
+class PowerMaskBackend:
+    """A stand-in model: per-bin mask p / (p + 1e-3) of the frame ``lookahead`` frames back.
+
+    Follows the backend contract (``step`` [C, K, F, 2] -> [C, K, F], lookahead as a delay line),
+    so the mask varies with the signal, per channel, like a real model's.
+    """
+
+    def __init__(self, block_frames: int = 2, lookahead_frames: int = 0) -> None:
+        self.block_frames = block_frames
+        self.lookahead_frames = lookahead_frames
+
+    def reset(self, channels: int) -> None:
+        self.hist = np.zeros((channels, self.lookahead_frames, 260), np.float32)
+
+    def step(self, spec_ri: np.ndarray) -> np.ndarray:
+        p = (spec_ri**2).sum(-1)
+        seq = np.concatenate([self.hist, p], axis=1)
+        self.hist = seq[:, seq.shape[1] - self.lookahead_frames :]
+        p = seq[:, : p.shape[1]]
+        return (p / (p + 1e-3)).astype(np.float32)
+
+
+def _masking(k: int = 2, la: int = 1, atten_lim_db: float = 20.0) -> MaskProcessor:
+    return MaskProcessor(PowerMaskBackend(k, la), atten_lim_db=atten_lim_db)
+
+
+def _test_signal(sr: int, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Noise bursts plus the tones below 0.45 * sr (1, 6 and 12 kHz)."""
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    x = 0.05 * rng.standard_normal(n) * (np.sin(2 * np.pi * 3 * t) > 0)
+    for f in TONES:
+        if f < 0.45 * sr:
+            x += 0.2 * np.sin(2 * np.pi * f * t + f / 1000)
+    return x.astype(np.float32)
+
+
+def _level(y: np.ndarray, f: float, sr: int) -> float:
+    """Amplitude of the tone at f in y (lock-in over whole periods of the middle half)."""
+    n = len(y)
+    seg = slice(n // 4, n // 4 + int(round(n / 2 * f / sr)) * sr // int(f))
+    t = np.arange(n)[seg] / sr
+    return float(2 * np.abs(np.mean(y[seg] * np.exp(-2j * np.pi * f * t))))
+
+
+def _feed_chunks(s: Streamer, x: np.ndarray, chunks: list[int]) -> np.ndarray:
+    out, pos = [], 0
+    for c in chunks:
+        out.append(s.feed(x[pos : pos + c]))
+        pos += c
+    out.append(s.feed(x[pos:]))
+    return np.concatenate(out)
+
+
+# -- exactness ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sr", RATES)
+def test_identity_full_band_is_the_input_delayed(sr):
+    """With identity processing the output is the input, delayed by latency_samples, over the
+    full band: the crossover sums back exactly."""
+    x = _test_signal(sr)
+    s = Streamer(sample_rate=sr)
+    assert s.full_band and s.residual_delay == 0.0
+    lat = s.latency_samples
+    assert lat == Streamer(sample_rate=sr, full_band=False).latency_samples
+    y = s.feed(x)
+    assert np.abs(y[:lat]).max() <= 1e-3
+    np.testing.assert_allclose(y[lat:], x[:-lat], rtol=0, atol=1e-3)
+    for f in TONES:
+        if f < 0.45 * sr:
+            assert _level(y[lat:], f, sr) == pytest.approx(_level(x[:-lat], f, sr), rel=1e-3)
+    assert s.underflows == 0
+
+
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_narrowband_is_todays_telephone_band(sr):
+    x = _test_signal(sr)
+    y = Streamer(sample_rate=sr, full_band=False).process(x)
+    assert _level(y, 1000.0, sr) == pytest.approx(0.2, rel=1e-2)
+    assert _level(y, 6000.0, sr) < 0.2 * 10 ** (-60 / 20)
+
+
+def test_full_band_only_above_8k_and_at_8k_changes_nothing():
+    x = _test_signal(8000)
+    s = Streamer(_masking(), sample_rate=8000)
+    assert not s.full_band
+    np.testing.assert_array_equal(s.process(x), Streamer(_masking(), full_band=False).process(x))
+
+
+# -- streaming invariants ------------------------------------------------------------------
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    sr=st.sampled_from(RATES),
+    la=st.integers(0, 2),
+    chunks=st.lists(st.integers(0, 3000), min_size=1, max_size=10),
+)
+def test_streaming_equals_whole_signal_for_any_chunking(sr, la, chunks):
+    x = _test_signal(sr, 0.6, seed=len(chunks))
+    s = Streamer(_masking(2, la), sample_rate=sr)
+    pieces = _feed_chunks(s, x, chunks)
+    whole = Streamer(_masking(2, la), sample_rate=sr).feed(x)
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-6)
+    assert s.underflows == 0
+
+
+def test_one_sample_at_a_time_and_reset():
+    sr = 22050
+    x = _test_signal(sr, 0.3)
+    s = Streamer(_masking(), sample_rate=sr)
+    whole = s.feed(x)
+    s.reset()
+    np.testing.assert_allclose(_feed_chunks(s, x, [1] * 4000), whole, rtol=0, atol=1e-6)
+
+
+def test_process_matches_feed_and_flush():
+    sr = 48000
+    x = _test_signal(sr, 0.5)
+    s = Streamer(_masking(), sample_rate=sr)
+    y = s.process(x)
+    s.reset()
+    streamed = np.concatenate([s.feed(x), s.flush()])[s.latency_samples :]
+    np.testing.assert_allclose(y, streamed, rtol=0, atol=1e-6)
+
+
+def test_causal_changing_the_future_leaves_the_past():
+    sr = 44100
+    x = _test_signal(sr, 0.5)
+    x2 = x.copy()
+    x2[12000:] = 0.0
+    y = Streamer(_masking(2, 1), sample_rate=sr).feed(x)
+    y2 = Streamer(_masking(2, 1), sample_rate=sr).feed(x2)
+    np.testing.assert_array_equal(y2[:12000], y[:12000])
+
+
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_multichannel_is_per_channel(sr):
+    x = np.stack([_test_signal(sr, 0.5, seed=1), 0.3 * _test_signal(sr, 0.5, seed=2)], axis=1)
+    x[: sr // 4, 1] = 0.0  # one channel silent for a while: its gain must not follow the other
+    y = Streamer(_masking(), sample_rate=sr, channels=2).process(x)
+    for c in range(2):
+        mono = Streamer(_masking(), sample_rate=sr).process(np.ascontiguousarray(x[:, c]))
+        np.testing.assert_allclose(y[:, c], mono, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("limit_db", [6.0, 12.0])
+def test_high_band_noise_goes_down_to_the_attenuation_limit_and_no_further(limit_db):
+    """Noise only above 4.6 kHz, nothing the mask keeps: the band above is attenuated by the
+    processor's attenuation limit, not to silence."""
+    sr = 48000
+    hi = np.random.default_rng(3).standard_normal(sr).astype(np.float32)
+    hi -= Streamer(sample_rate=sr, full_band=False).process(hi)
+    y = Streamer(_masking(atten_lim_db=limit_db), sample_rate=sr).process(hi)
+    mid = slice(sr // 4, -sr // 8)
+    ratio_db = 10 * np.log10((y[mid] ** 2).sum() / (hi[mid] ** 2).sum())
+    assert ratio_db == pytest.approx(-limit_db, abs=0.5)
+
+
+# -- gating with the shipped model ------------------------------------------------------------
+
+
+def _band_energy(x: np.ndarray, sr: int, lo: float, hi: float, seg: slice) -> float:
+    X = np.fft.rfft(x[seg] * np.hanning(seg.stop - seg.start))
+    f = np.fft.rfftfreq(seg.stop - seg.start, 1 / sr)
+    return float((np.abs(X[(f >= lo) & (f < hi)]) ** 2).sum())
+
+
+@pytest.fixture(scope="module")
+def speech48k():
+    import soxr
+
+    c16, sr16 = sf.read(DATA / "speech16k.flac", dtype="float32")
+    return soxr.resample(c16, sr16, 48000).astype(np.float32)
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model (default.onnx)")
+def test_shipped_model_gates_the_high_band_like_the_band_below(speech48k):
+    """48 kHz: in a noise-only stretch the energy above 4 kHz goes at least as much as the energy
+    at 2-4 kHz (within 3 dB); in voiced stretches of clean speech the band above 4 kHz keeps its
+    level within 3 dB."""
+    from rtdenoise.backends import load_backend
+
+    sr = 48000
+    proc = MaskProcessor(load_backend("onnx", DEFAULT_MODEL))
+    speech = np.concatenate([np.zeros(sr, np.float32), speech48k, np.zeros(sr // 2, np.float32)])
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(len(speech) + 1)
+    noise = w[1:] + 0.5 * w[:-1]  # mildly tilted, up to 24 kHz
+    noise *= np.sqrt((speech48k**2).mean() / (noise**2).mean() / 10 ** (5 / 10))  # 5 dB SNR
+    noisy = (speech + noise).astype(np.float32)
+
+    y = Streamer(proc, sample_rate=sr).process(noisy)
+    pause = slice(int(0.3 * sr), int(0.95 * sr))
+
+    def removed_db(lo: float, hi: float) -> float:
+        return 10 * np.log10(
+            _band_energy(noisy, sr, lo, hi, pause) / _band_energy(y, sr, lo, hi, pause)
+        )
+
+    low, high = removed_db(2000, 4000), removed_db(4000, sr / 2)
+    assert low > 6.0  # the model does remove this noise
+    assert high >= low - 3.0
+
+    yc = Streamer(proc, sample_rate=sr).process(speech)
+    frame = int(0.032 * sr)
+    e_in, e_out, voiced = [], [], []
+    for a in range(sr, sr + len(speech48k) - frame, frame // 2):
+        seg = slice(a, a + frame)
+        lf = _band_energy(speech, sr, 100, 1000, seg)
+        hf = _band_energy(speech, sr, 4000, sr / 2, seg)
+        e_in.append(hf)
+        e_out.append(_band_energy(yc, sr, 4000, sr / 2, seg))
+        voiced.append((lf, hf))
+    lf, hf = np.array(voiced).T
+    v = (lf > lf.max() * 10 ** (-2.0)) & (lf > hf)  # within 20 dB of the loudest, voicing dominant
+    assert v.sum() > 40
+    kept = 10 * np.log10(np.array(e_out)[v].sum() / np.array(e_in)[v].sum())
+    assert abs(kept) <= 3.0
