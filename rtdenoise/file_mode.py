@@ -11,8 +11,11 @@ when it has a known one (stdout is always wav). Files are streamed in blocks, ne
 whole. Output goes to a temporary file beside OUT that is renamed when complete, so a failure or
 Ctrl-C never leaves a half-written file, and the input is never touched.
 
+Above 8 kHz the output is full band: the model denoises the band up to 4 kHz and the band
+above follows its gain (``--narrowband``: the telephone band only, 0-3.4 kHz).
+
 Until a trained model ships in rtdenoise/models/default.onnx, the default processing is the
-identity (the output is the input, band-limited to 3.4 kHz at rates above 8 kHz), with a warning.
+identity (the output is the input), with a warning.
 """
 
 from __future__ import annotations
@@ -124,6 +127,12 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         help="dry/wet mix, 0 (input) .. 1 (denoised) (default: 1)",
     )
     group.add_argument(
+        "--narrowband",
+        action="store_true",
+        help="above 8 kHz, return only the telephone band the 8 kHz model denoises (0-3.4 kHz) "
+        "(default: full band, the band above 4 kHz gated by the model's output)",
+    )
+    group.add_argument(
         "--block-frames",
         type=int,
         metavar="K",
@@ -142,6 +151,11 @@ def processor_from_args(args: argparse.Namespace) -> Any | None:
         wet=args.wet,
         block_frames=getattr(args, "block_frames", None),
     )
+
+
+def streamer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Streamer`` keyword arguments chosen by the options of add_processing_arguments."""
+    return {"full_band": not getattr(args, "narrowband", False)}
 
 
 def build_processor(
@@ -197,11 +211,14 @@ def _default_path(backends: Any, kind: str) -> Path | None:
 # --------------------------------------------------------------------------- library
 
 
-def denoise_array(x: np.ndarray, sample_rate: int, processor: Any | None = None) -> np.ndarray:
+def denoise_array(
+    x: np.ndarray, sample_rate: int, processor: Any | None = None, full_band: bool = True
+) -> np.ndarray:
     """Whole signal through the streaming engine: x float32 ``[n]`` or ``[n, C]`` -> same shape.
 
     Time-aligned with the input (latency removed) and the same length. ``processor`` None is
-    identity. For evaluation and benchmarks; the CLI streams files block by block instead.
+    identity; ``full_band=False``: the telephone band only above 8 kHz. For evaluation and
+    benchmarks; the CLI streams files block by block instead.
     """
     from .streamer import Streamer
 
@@ -209,7 +226,9 @@ def denoise_array(x: np.ndarray, sample_rate: int, processor: Any | None = None)
     if x.ndim not in (1, 2):
         raise ValueError(f"expected [n] or [n, C] samples, got shape {x.shape}")
     channels = 1 if x.ndim == 1 else x.shape[1]
-    streamer = Streamer(processor=processor, sample_rate=int(sample_rate), channels=channels)
+    streamer = Streamer(
+        processor=processor, sample_rate=int(sample_rate), channels=channels, full_band=full_band
+    )
     return streamer.process(x)
 
 
@@ -380,7 +399,9 @@ def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> N
                         f"{_sf_message(exc)}"
                     ) from None
                 with fout:
-                    streamer = Streamer(processor=processor, sample_rate=sr, channels=channels)
+                    streamer = Streamer(
+                        processor, sample_rate=sr, channels=channels, **streamer_options(args)
+                    )
                     _stream(fin, fout, streamer, name, frames, args)
 
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from . import devices
 from .errors import UserError
-from .file_mode import add_processing_arguments, processor_from_args
+from .file_mode import add_processing_arguments, processor_from_args, streamer_options
 from .streamer import Streamer
 
 log = logging.getLogger(__name__)
@@ -858,7 +858,7 @@ def run(args: argparse.Namespace) -> int:
             else f"{args.model or 'default model'} ({args.backend})"
         )
     )
-    streamer = Streamer(processor, sample_rate=rate, channels=1)
+    streamer = Streamer(processor, sample_rate=rate, channels=1, **streamer_options(args))
     blocksize = chunk_frames(streamer) if args.blocksize is None else args.blocksize
     cfg = LiveConfig(rate, blocksize, args.latency, args.margin_ms)
     engine = LiveEngine(streamer, cfg)

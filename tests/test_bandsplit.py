@@ -238,3 +238,38 @@ def test_shipped_model_gates_the_high_band_like_the_band_below(speech48k):
     assert v.sum() > 40
     kept = 10 * np.log10(np.array(e_out)[v].sum() / np.array(e_in)[v].sum())
     assert abs(kept) <= 3.0
+
+
+# -- file, live and eval mode -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("narrowband", [False, True])
+def test_file_mode_full_band_by_default_narrowband_on_request(tmp_path, capsys, narrowband):
+    from rtdenoise import cli
+
+    sr = 48000
+    x = _test_signal(sr, 0.5)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(src, x, sr, subtype="FLOAT")
+    flags = ["--narrowband"] if narrowband else []
+    args = ["file", "-q", "--passthrough", "--block-seconds", "0.07", *flags, str(src), str(dst)]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    y, _ = sf.read(dst, dtype="float32")
+    assert y.shape == x.shape
+    if narrowband:  # today's telephone band
+        assert _level(y, 1000.0, sr) == pytest.approx(0.2, rel=1e-2)
+        assert _level(y, 6000.0, sr) < 1e-3 and _level(y, 12000.0, sr) < 1e-3
+    else:  # the input itself, full band
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("command", ["file", "live", "eval"])
+def test_narrowband_is_a_shared_processing_option(command):
+    from rtdenoise import cli
+    from rtdenoise.file_mode import streamer_options
+
+    parser = cli.build_parser(command)
+    base = {"file": ["a.wav", "b.wav"], "live": [], "eval": ["--pairs", "p.csv"]}[command]
+    assert streamer_options(parser.parse_args([command, *base])) == {"full_band": True}
+    narrow = parser.parse_args([command, *base, "--narrowband"])
+    assert streamer_options(narrow) == {"full_band": False}
