@@ -1,4 +1,5 @@
-"""Speech-quality metrics at 8 kHz: alignment, SI-SDR, the seed's NSR, PESQ-nb and STOI.
+"""Speech-quality metrics: alignment, SI-SDR, the seed's NSR, PESQ-nb (8 kHz), PESQ-wb (16 kHz)
+and STOI.
 
 numpy/scipy/pesq/pystoi only (no torch): ``rtdenoise eval`` runs on the ONNX path.
 Every score aligns the degraded signal to the reference first (a delayed output scores as
@@ -79,16 +80,25 @@ def nsr_db(ref: np.ndarray, deg: np.ndarray) -> float:
     return float(10 * np.log10((err + _EPS) / (np.mean(ref**2) + _EPS)))
 
 
-def pesq_nb(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Narrowband PESQ (P.862) at 8 kHz; nan when PESQ finds no utterance or fails."""
+def _pesq(ref: np.ndarray, deg: np.ndarray, sample_rate: int, mode: str) -> float:
     from pesq import PesqError, pesq
 
     ref, deg = _as_1d(ref), _as_1d(deg)
     try:
-        return float(pesq(sample_rate, ref, deg, "nb"))
+        return float(pesq(sample_rate, ref, deg, mode))
     except PesqError as exc:  # NoUtterancesError, BufferTooShortError, ...
         log.debug("PESQ failed: %s", exc)
         return math.nan
+
+
+def pesq_nb(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """Narrowband PESQ (P.862) at 8 kHz; nan when PESQ finds no utterance or fails."""
+    return _pesq(ref, deg, sample_rate, "nb")
+
+
+def pesq_wb(ref: np.ndarray, deg: np.ndarray, sample_rate: int = 16000) -> float:
+    """Wideband PESQ (P.862.2) at 16 kHz; nan when PESQ finds no utterance or fails."""
+    return _pesq(ref, deg, sample_rate, "wb")
 
 
 def stoi(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -122,12 +132,15 @@ def score(
 ) -> dict[str, float]:
     """Align, then score: dict with ``lag`` (samples) and the requested metrics.
 
-    ref, deg: [n] float at ``sample_rate`` (8 kHz for PESQ-nb).
+    ref, deg: [n] float at ``sample_rate`` (8 kHz for PESQ-nb ``"pesq"``, 16 kHz for PESQ-wb
+    ``"pesq_wb"``).
     """
     r, d, lag = align(ref, deg, max_lag)
     out: dict[str, float] = {"lag": float(lag)}
     if "pesq" in metrics:
         out["pesq"] = pesq_nb(r, d, sample_rate)
+    if "pesq_wb" in metrics:
+        out["pesq_wb"] = pesq_wb(r, d, sample_rate)
     if "stoi" in metrics:
         out["stoi"] = stoi(r, d, sample_rate)
     if "si_sdr" in metrics:

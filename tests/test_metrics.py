@@ -68,3 +68,16 @@ def test_pesq_silence_is_nan_not_exception():
 def test_stoi_too_short_is_nan_not_1e5():
     x = _speechlike(2000)
     assert math.isnan(metrics.stoi(x, x))
+
+
+def test_wideband_pesq_at_16k_orders_quality_and_is_nan_on_silence():
+    import soxr
+
+    rng = np.random.default_rng(4)
+    x = soxr.resample(_speechlike(24000, seed=4), 8000, 16000)
+    noisy = x + 0.3 * np.std(x) * rng.standard_normal(len(x))
+    s_noisy = metrics.score(x, noisy, 16000, metrics=("pesq_wb",))
+    s_clean = metrics.score(x, x, 16000, metrics=("pesq_wb",))
+    assert set(s_clean) == {"lag", "pesq_wb"}
+    assert s_clean["pesq_wb"] > 4.0 > s_noisy["pesq_wb"] >= 1.0
+    assert math.isnan(metrics.pesq_wb(np.zeros(16000), np.zeros(16000)))
