@@ -121,3 +121,51 @@ def test_seed_window(benchmark):
     benchmark.extra_info.update(seconds_per_window=round(s, 3))
     # windows overlap by half: two windows per second of audio
     print(f"\nseed preset: {s:.2f} s per 260 x 260 window (RTF {2 * s:.2f} on one core)")
+
+
+@pytest.mark.benchmark(group="band-split-48k", timer=time.process_time)
+@pytest.mark.parametrize("k", [1, 4], ids=["live-K1", "file-K4"])
+def test_engine_48k_band_split_cost(benchmark, model_paths, k):
+    """The engine at 48 kHz with the model, 10 ms chunks: full band (the default) against the
+    narrowband output, timed in interleaved pairs so the shared machine's drift cancels
+    (target: full band <= 1.2x the narrowband CPU)."""
+    from rtdenoise.processor import MaskProcessor
+    from rtdenoise.streamer import Streamer
+
+    sr, seconds, chunk = 48000, 2.0, 480
+    x = (0.1 * np.random.default_rng(0).standard_normal(int(sr * seconds))).astype(np.float32)
+    out = np.empty(chunk, np.float32)
+
+    def engine(full_band: bool) -> Streamer:
+        proc = MaskProcessor(load_backend("onnx", model_paths["onnx"], block_frames=k))
+        return Streamer(processor=proc, sample_rate=sr, full_band=full_band)
+
+    def run(streamer: Streamer) -> None:
+        streamer.reset()
+        for a in range(0, x.shape[0] - chunk + 1, chunk):
+            streamer.feed(x[a : a + chunk], out=out)
+
+    def cpu(streamer: Streamer) -> float:
+        t0 = time.process_time()
+        run(streamer)
+        return time.process_time() - t0
+
+    full, narrow = engine(True), engine(False)
+    run(full), run(narrow)  # compile / warm up
+    ratios = []
+    for r in range(7):
+        if r % 2:
+            t_n, t_f = cpu(narrow), cpu(full)
+        else:
+            t_f, t_n = cpu(full), cpu(narrow)
+        ratios.append(t_f / t_n)
+    benchmark.pedantic(run, args=(full,), rounds=3, warmup_rounds=1)
+    ratio = float(np.median(ratios))
+    rtf = benchmark.stats.stats.min / seconds
+    benchmark.extra_info.update(rtf=round(rtf, 4), ratio_to_narrowband=round(ratio, 3))
+    flag = "OK" if ratio <= 1.2 else "OVER the 1.2x target"
+    print(
+        f"\nengine 48 kHz, rt on ONNX Runtime, K={k}, full band: RTF {rtf:.4f}, "
+        f"{ratio:.3f}x the narrowband CPU (median of 7 interleaved pairs, "
+        f"[{min(ratios):.3f}, {max(ratios):.3f}]) {flag}"
+    )
