@@ -1,9 +1,11 @@
 """The systems compared side by side: rtdenoise (per backend) and its peers, behind one interface.
 
-Every system takes an 8 kHz mono float32 signal ``x [n]`` and returns ``y [n]`` at 8 kHz, aligned
-with ``x`` (its own delay removed) and of the same length. A peer that runs at another rate is
-resampled up with soxr, processed frame by frame at its native rate, resampled back and
-delay-compensated (``../shared/docs/BASELINES.md``).
+Every system takes a mono float32 signal ``x [n]`` at a set's rate (8 kHz, or 16 kHz for the
+wideband set) and returns ``y [n]`` at that rate, aligned with ``x`` (its own delay removed) and
+of the same length. A peer that runs at another rate is resampled with soxr, processed frame by
+frame at its native rate, resampled back and delay-compensated (``../shared/docs/BASELINES.md``).
+rtdenoise runs its own engine at the input's rate, as file mode does (full band above 8 kHz
+unless it is the ``-narrowband`` system).
 
 A system that cannot be built (package missing, model file missing, engine module not written
 yet) is returned by :func:`build_systems` as a :class:`Missing` entry with the reason, never
@@ -44,11 +46,11 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _up(x: np.ndarray, rate: int) -> np.ndarray:
-    """8 kHz [n] -> [m] at ``rate`` (soxr HQ, linear phase: no delay to compensate)."""
-    if rate == SAMPLE_RATE:
+def _up(x: np.ndarray, rate: int, rate_in: int = SAMPLE_RATE) -> np.ndarray:
+    """[n] at ``rate_in`` -> [m] at ``rate`` (soxr HQ, linear phase: no delay to compensate)."""
+    if rate == rate_in:
         return x
-    return soxr.resample(x, SAMPLE_RATE, rate, quality="HQ").astype(np.float32)
+    return soxr.resample(x, rate_in, rate, quality="HQ").astype(np.float32)
 
 
 def _frames_through_c(
@@ -68,10 +70,10 @@ def _frames_through_c(
     return y
 
 
-def _down(y: np.ndarray, rate: int, n: int) -> np.ndarray:
-    """[m] at ``rate`` -> 8 kHz [n] (trimmed or zero-padded to exactly ``n``)."""
-    if rate != SAMPLE_RATE:
-        y = soxr.resample(y, rate, SAMPLE_RATE, quality="HQ")
+def _down(y: np.ndarray, rate: int, n: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """[m] at ``rate`` -> [n] at ``rate_out`` (trimmed or zero-padded to exactly ``n``)."""
+    if rate != rate_out:
+        y = soxr.resample(y, rate, rate_out, quality="HQ")
     out = np.zeros(n, dtype=np.float32)
     m = min(n, len(y))
     out[:m] = y[:m]
@@ -80,7 +82,7 @@ def _down(y: np.ndarray, rate: int, n: int) -> np.ndarray:
 
 REPO = Path(__file__).resolve().parent.parent
 #: the runtime modules whose code decides rtdenoise's output (part of its cache key)
-ENGINE_MODULES = ("streamer", "stft", "processor", "backends", "ring", "resample")
+ENGINE_MODULES = ("streamer", "stft", "processor", "backends", "ring", "resample", "bandsplit")
 
 
 def _engine_digest() -> str:
@@ -120,6 +122,8 @@ class System:
     causal: bool = True
     version: str = ""
     description: str = ""
+    #: differs from another system only above 8 kHz: run on the wideband set only
+    wideband_only: bool = False
 
     @property
     def algorithmic_latency_ms(self) -> float | None:
@@ -127,11 +131,11 @@ class System:
             return None
         return 1000.0 * (self.frame + self.delay) / self.native_rate
 
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """x: float32 [n] at 8 kHz -> y: float32 [n] at 8 kHz, aligned with x."""
+    def process(self, x: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+        """x: float32 [n] at ``rate`` -> y: float32 [n] at ``rate``, aligned with x."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = len(x)
-        xn = _up(x, self.native_rate)
+        xn = _up(x, self.native_rate, rate)
         m = len(xn)
         # Feed the delay's worth of zeros after the signal so its tail comes out, then drop
         # the first `delay` output samples.
@@ -141,7 +145,7 @@ class System:
         padded = np.zeros(total, dtype=np.float32)
         padded[:m] = xn
         yn = self._process_native(padded)
-        return _down(yn[self.delay : self.delay + m], self.native_rate, n)
+        return _down(yn[self.delay : self.delay + m], self.native_rate, n, rate)
 
     def _process_native(self, x: np.ndarray) -> np.ndarray:
         """x: float32 [m] at native rate (multiple of ``frame``) -> y [m], with the delay."""
@@ -161,7 +165,7 @@ class Noisy(System):
     def algorithmic_latency_ms(self) -> float | None:
         return 0.0
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
         return np.asarray(x, dtype=np.float32).copy()
 
 
@@ -261,26 +265,29 @@ class NoiseReduce(System):
         self._nr = noisereduce
         self.version = f"noisereduce {_version('noisereduce')}"
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        y = self._nr.reduce_noise(y=x, sr=SAMPLE_RATE, stationary=True, n_jobs=1)
-        return _down(np.asarray(y, dtype=np.float32), SAMPLE_RATE, len(x))
+        y = self._nr.reduce_noise(y=x, sr=rate, stationary=True, n_jobs=1)
+        return _down(np.asarray(y, dtype=np.float32), rate, len(x), rate)
 
 
 class RtDenoise(System):
     """rtdenoise's own streaming engine (``Streamer``) with a mask backend, or passthrough.
 
     ``backend=None`` runs the engine with the identity processor (STFT -> overlap-add only).
-    ``device_rate`` runs the engine as live mode does on a 48 kHz device: the 8 kHz input is
-    resampled up (soxr, as for the peers) and the streamer's own 48 <-> 8 kHz resamplers are in
-    the timed path.
+    The engine runs at the input's rate, as file mode does; ``device_rate`` runs it as live mode
+    does on a 48 kHz device instead: the input is resampled up (soxr, as for the peers) and the
+    streamer's own 48 <-> 8 kHz resamplers are in the timed path. ``full_band=False`` is
+    ``--narrowband`` (only the telephone band above 8 kHz).
     """
 
     def __init__(
-        self, backend: str | None, model_dir: Path | None = None, device_rate: int = SAMPLE_RATE
+        self,
+        backend: str | None,
+        model_dir: Path | None = None,
+        device_rate: int | None = None,
+        full_band: bool = True,
     ) -> None:
-        from rtdenoise.streamer import Streamer
-
         if backend is None:
             from rtdenoise.processor import IdentityProcessor
 
@@ -308,21 +315,41 @@ class RtDenoise(System):
                 f"rtdenoise {Path(model_path).name} sha256:{_file_digest(model_path)}"
                 f" engine {_engine_digest()}"
             )
-        self.native_rate = device_rate
-        if device_rate != SAMPLE_RATE:
+        self._processor = processor
+        self.full_band = full_band
+        self.device_rate = device_rate
+        self.native_rate = device_rate or SAMPLE_RATE
+        if device_rate is not None:
             self.name += f"-{device_rate // 1000}k"
             self.description += f", engine at {device_rate} Hz in and out"
-        self._streamer = Streamer(processor=processor, sample_rate=device_rate)
+        if not full_band:
+            self.wideband_only = True
+            self.name += "-narrowband"
+            self.description += ", --narrowband"
+            self.version += " narrowband"
+        self._streamers: dict[int, Any] = {}
         # The streamer's latency_samples is its whole algorithmic latency (analysis window and
         # block buffering included): output[n] = processed(input)[n - latency_samples].
-        self.delay = int(self._streamer.latency_samples)
+        self.delay = int(self._streamer(self.native_rate).latency_samples)
         self.frame = 0
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def _streamer(self, rate: int) -> Any:
+        """The engine at ``rate`` (one per rate, built on first use)."""
+        if rate not in self._streamers:
+            from rtdenoise.streamer import Streamer
+
+            self._streamers[rate] = Streamer(
+                processor=self._processor, sample_rate=rate, full_band=self.full_band
+            )
+        return self._streamers[rate]
+
+    def process(self, x: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        self._streamer.reset()
-        y = self._streamer.process(_up(x, self.native_rate))
-        return _down(np.asarray(y, dtype=np.float32).reshape(-1), self.native_rate, len(x))
+        engine_rate = self.device_rate or rate
+        streamer = self._streamer(engine_rate)
+        streamer.reset()
+        y = streamer.process(_up(x, engine_rate, rate))
+        return _down(np.asarray(y, dtype=np.float32).reshape(-1), engine_rate, len(x), rate)
 
 
 #: name -> factory(model_dir); the order is the order of tables and plots
@@ -333,6 +360,7 @@ FACTORIES: dict[str, Callable[[Path | None], System]] = {
     "rtdenoise-torchscript": lambda d: RtDenoise("torchscript", d),
     "rtdenoise-torch": lambda d: RtDenoise("torch", d),
     "rtdenoise-onnx-48k": lambda d: RtDenoise("onnx", d, device_rate=48000),
+    "rtdenoise-onnx-narrowband": lambda d: RtDenoise("onnx", d, full_band=False),
     "rnnoise": lambda d: RNNoise(),
     "dfn3": lambda d: DeepFilterNet3(100.0, "dfn3"),
     "dfn3-12db": lambda d: DeepFilterNet3(12.0, "dfn3-12db"),
@@ -347,6 +375,7 @@ DEFAULT_SYSTEMS = (
     "rtdenoise-onnx-48k",
     "rtdenoise-torchscript",
     "rtdenoise-torch",
+    "rtdenoise-onnx-narrowband",
     "rnnoise",
     "dfn3",
     "dfn3-12db",

@@ -31,6 +31,7 @@ LABELS = {
     "noisy": "noisy input",
     "passthrough": "passthrough (engine, identity)",
     "rtdenoise-onnx": "**rtdenoise** (ONNX Runtime)",
+    "rtdenoise-onnx-narrowband": "rtdenoise --narrowband (ONNX Runtime)",
     "rtdenoise-onnx-48k": "rtdenoise (ONNX, engine at 48 kHz)",
     "rtdenoise-torchscript": "rtdenoise (TorchScript)",
     "rtdenoise-torch": "rtdenoise (torch eager)",
@@ -43,10 +44,18 @@ LABELS = {
 }
 #: systems in the README headline table, in this order
 HEADLINE = ("rtdenoise-onnx", "rnnoise", "dfn3", "dfn3-12db", "noisereduce", "noisy")
+#: the wideband set's systems (spectrogram rows), and how its table names rtdenoise's two outputs
+WIDEBAND = "wideband16k"
+WIDEBAND_SYSTEMS = ("rtdenoise-onnx-narrowband", "rtdenoise-onnx", "rnnoise", "dfn3", "noisy")
+WIDEBAND_LABELS = {
+    "rtdenoise-onnx": "**rtdenoise** full band (default)",
+    "rtdenoise-onnx-narrowband": "rtdenoise `--narrowband`",
+}
 COLORS = {
     "noisy": "0.55",
     "passthrough": "0.75",
     "rtdenoise-onnx": "C3",
+    "rtdenoise-onnx-narrowband": "C7",
     "rtdenoise-onnx-48k": "C9",
     "rtdenoise-torchscript": "C1",
     "rtdenoise-torch": "C5",
@@ -59,6 +68,7 @@ COLORS = {
 }
 METRICS = (
     ("pesq", "PESQ-nb", "{:.2f}"),
+    ("pesq_wb", "PESQ-wb", "{:.2f}"),
     ("stoi", "STOI", "{:.3f}"),
     ("si_sdr", "SI-SDR (dB)", "{:.1f}"),
     ("nsr", "NSR (dB)", "{:.1f}"),
@@ -68,8 +78,8 @@ METRICS = (
 )
 
 
-def label(name: str) -> str:
-    return LABELS.get(name, name)
+def label(name: str, labels: dict[str, str] | None = None) -> str:
+    return (labels or {}).get(name) or LABELS.get(name, name)
 
 
 def _plain(name: str) -> str:
@@ -187,7 +197,9 @@ def subset_note(res: dict) -> str:
     )
 
 
-def quality_table(res: dict, ds: str, keys: tuple[str, ...]) -> str:
+def quality_table(
+    res: dict, ds: str, keys: tuple[str, ...], labels: dict[str, str] | None = None
+) -> str:
     q = res.get("quality", {}).get(ds, {})
     cols = [m for m in METRICS if m[0] in keys]
     rows = []
@@ -205,7 +217,7 @@ def quality_table(res: dict, ds: str, keys: tuple[str, ...]) -> str:
             o[k]["n"] + o[k].get("nan", 0) for k, _, _ in cols if isinstance(o.get(k), dict)
         )
         rows.append(
-            [label(name), str(files)] + [_fmt_ci(o.get(k), f) for k, _, f in cols] + [lag_s]
+            [label(name, labels), str(files)] + [_fmt_ci(o.get(k), f) for k, _, f in cols] + [lag_s]
         )
     return _table(
         ["system", "files"] + [c[1] for c in cols] + ["lag median / max (samples) (files ≠ 0)"],
@@ -373,35 +385,49 @@ def plot_speed(res: dict, path: Path) -> bool:
     return True
 
 
-def _logspec(x: np.ndarray) -> np.ndarray:
-    """Log-magnitude STFT with the design's framing (519 / hop 31) -> [F, T] dB."""
+def _logspec(x: np.ndarray, rate: int = 8000) -> np.ndarray:
+    """Log-magnitude STFT with the design's framing (519 / hop 31 at 8 kHz, the same duration
+    at other rates) -> [F, T] dB."""
     from scipy.signal import stft
 
-    _, _, z = stft(x, fs=8000, nperseg=519, noverlap=488)
+    nperseg = int(round(519 * rate / 8000))
+    hop = int(round(31 * rate / 8000))
+    _, _, z = stft(x, fs=rate, nperseg=nperseg, noverlap=nperseg - hop)
     return 20 * np.log10(np.abs(z) + 1e-8)
 
 
-def plot_spectrograms(res: dict, ex_id: str, systems: list[str], path: Path) -> bool:
+def plot_spectrograms(
+    res: dict,
+    ex_id: str,
+    systems: list[str],
+    path: Path,
+    rate: int = 8000,
+    labels: dict[str, str] | None = None,
+) -> bool:
     """clean / noisy / each system's output for one example clip (saved by compare)."""
     import soundfile as sf
 
     d = CACHE / "examples" / ex_id
     rows = [("input-clean", "clean"), ("input-noisy", "noisy input")]
-    rows += [(n, _plain(n)) for n in systems if n not in ("noisy", "clean")]
+    rows += [
+        (n, label(n, labels).replace("**", "").replace("`", ""))
+        for n in systems
+        if n not in ("noisy", "clean")
+    ]
     rows = [(f, t) for f, t in rows if (d / f"{f}.flac").exists()]
     if len(rows) < 3:
         return False
     plt = _plt()
     sigs = [sf.read(d / f"{f}.flac", dtype="float32")[0] for f, _ in rows]
     n = min(len(s) for s in sigs)
-    n = min(n, 4 * 8000)  # at most 4 s: enough to see, small PNG
-    specs = [_logspec(s[:n]) for s in sigs]
+    n = min(n, 4 * rate)  # at most 4 s: enough to see, small PNG
+    specs = [_logspec(s[:n], rate) for s in sigs]
     vmax = max(float(s.max()) for s in specs[:2])
     fig, axes = plt.subplots(len(rows), 1, figsize=(5.5, 0.9 * len(rows) + 0.4), sharex=True)
     for ax, (_, title), sp in zip(axes, rows, specs, strict=True):
         ax.imshow(
             sp, origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80, vmax=vmax,
-            extent=(0, n / 8000, 0, 4), interpolation="nearest",
+            extent=(0, n / rate, 0, rate / 2000), interpolation="nearest",
         )  # fmt: skip
         ax.set_ylabel("kHz")
         ax.text(0.01, 0.85, title, transform=ax.transAxes, color="w", fontsize=7)
@@ -416,6 +442,78 @@ def plot_spectrograms(res: dict, ex_id: str, systems: list[str], path: Path) -> 
 # ----------------------------------------------------------------------------- page
 
 
+def merged_note(res: dict) -> list[str]:
+    """The run line's addendum when compare --merge kept parts of an earlier run."""
+    mg = res.get("merged")
+    if not mg or not (mg.get("sets") or mg.get("timing")):
+        return []
+    parts = [f"the {', '.join(mg['sets'])} set{'s' if len(mg['sets']) > 1 else ''}"] * bool(
+        mg.get("sets")
+    )
+    parts += ["the speed figures"] * bool(mg.get("timing"))
+    f = mg.get("from", {})
+    return [
+        f"- Kept from the earlier run of {f.get('date_utc')} (commit `{f.get('git_commit')}`): "
+        + " and ".join(parts)
+        + "; everything else is from this run"
+    ]
+
+
+def wideband_delta(res: dict) -> str:
+    """One generated sentence: full band minus narrowband (and minus noisy) on the wideband set."""
+    q = res.get("quality", {}).get(WIDEBAND, {})
+    full = q.get("rtdenoise-onnx", {}).get("overall", {})
+    nb = q.get("rtdenoise-onnx-narrowband", {}).get("overall", {})
+    noisy = q.get("noisy", {}).get("overall", {})
+    cells = []
+    for key, title, fmt in METRICS:
+        if key not in ("pesq_wb", "stoi", "si_sdr", "ovrl"):
+            continue
+        f, n, y = _mean(full, key), _mean(nb, key), _mean(noisy, key)
+        if f is None:
+            continue
+        sfmt = fmt.replace("{:", "{:+")
+        d = [f"{sfmt.format(f - n)} vs narrowband" if n is not None else ""]
+        d += [f"{sfmt.format(f - y)} vs noisy" if y is not None else ""]
+        cells.append(f"{title} {', '.join(x for x in d if x)}")
+    return ("Full band: " + "; ".join(cells) + ".") if cells else ""
+
+
+def wideband_section(res: dict, images: dict[str, str]) -> list[str]:
+    q = res.get("quality", {}).get(WIDEBAND)
+    if not q:
+        return []
+    cov = res.get("coverage", {}).get(WIDEBAND, {})
+    lines = [
+        "## Full band at 16 kHz (wideband16k)",
+        "",
+        f"{cov.get('common_files', '?')} noisy/clean pairs at 16 kHz "
+        "(`../shared/data/wideband16k`: speech that keeps its band above 4 kHz, 27 noise "
+        "families, SNR 0-15 dB), processed at 16 kHz. rtdenoise runs its engine at the file's "
+        "rate as `rtdenoise file` does: full band by default (the band above 4 kHz gated by the "
+        "model's output, `rtdenoise/bandsplit.py`) and with `--narrowband` (the telephone band "
+        "only: the output before the band split); the peers run at 48 kHz via soxr. PESQ-wb "
+        "(P.862.2), STOI and SI-SDR at 16 kHz, DNSMOS P.835 on the 16 kHz outputs (DNSMOS on "
+        f"{cov.get('dnsmos_files', '?')} files). Mean ± 95 % confidence half-width.",
+        "",
+        quality_table(
+            res, WIDEBAND, ("pesq_wb", "stoi", "si_sdr", "ovrl", "sig", "bak"), WIDEBAND_LABELS
+        ),
+        "",
+        wideband_delta(res),
+        "",
+    ]
+    for k in images:
+        if k.startswith(f"spec_{WIDEBAND}/"):
+            lines += [
+                "Spectrogram (log magnitude, 65 ms window, hop 3.9 ms, 80 dB range, 0-8 kHz):",
+                "",
+                f"![{k}]({images[k]})",
+                "",
+            ]
+    return lines
+
+
 def render(res: dict, images: dict[str, str]) -> str:
     m = res["meta"]
     missing = {n: i for n, i in res["systems"].items() if i["status"] != "ok"}
@@ -426,7 +524,7 @@ def render(res: dict, images: dict[str, str]) -> str:
         "<!-- generated by `python -m benchmarks.report` from benchmarks/results/compare.json;"
         " do not edit by hand -->",
         "",
-        "Same audio, same machine, same run (`python -m benchmarks.compare`): every 8 kHz input is "
+        "Same audio, same machine, same run (`python -m benchmarks.compare`): every input is "
         "resampled (soxr) to each peer's native rate, processed frame by frame, resampled back and "
         "delay-compensated; every output is aligned to the clean reference before scoring (the "
         "measured residual lag is reported and should be 0).",
@@ -434,6 +532,7 @@ def render(res: dict, images: dict[str, str]) -> str:
         f"- Run: {m['date_utc']}, commit `{m.get('git_commit', '')}`, {m['cpu']} "
         f"({m['cores']} cores, shared; load {', '.join(f'{x:.1f}' for x in m['load_avg'] or [])}),"
         f" Python {m['python']}",
+        *merged_note(res),
         f"- Threads: {', '.join(f'{k}={v}' for k, v in m['threads'].items())}; timing pinned to "
         f"CPU {tim.get('cpu')}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
@@ -464,7 +563,9 @@ def render(res: dict, images: dict[str, str]) -> str:
     ]
     if "quality_vs_snr" in images:
         lines += [f"![quality versus SNR]({images['quality_vs_snr']})", ""]
-    for key, title, fmt in METRICS[:5]:
+    for key, title, fmt in METRICS:
+        if key not in ("pesq", "stoi", "si_sdr", "nsr", "ovrl"):
+            continue
         lines += [f"**{title}**", "", per_snr_table(res, key, fmt), ""]
     lines += [
         "### DNSMOS",
@@ -486,6 +587,7 @@ def render(res: dict, images: dict[str, str]) -> str:
         "",
         seed_per_file_table(res),
         "",
+        *wideband_section(res, images),
         "## Speed and latency",
         "",
         f"One core, {tim.get('audio_s', 0):.0f} s of test audio per call, {tim.get('repeats')} "
@@ -505,7 +607,7 @@ def render(res: dict, images: dict[str, str]) -> str:
     ]
     if "speed" in images:
         lines += [f"![speed and latency]({images['speed']})", ""]
-    specs = [k for k in images if k.startswith("spec_")]
+    specs = [k for k in images if k.startswith("spec_") and not k.startswith(f"spec_{WIDEBAND}/")]
     if specs:
         lines += [
             "## Spectrograms",
@@ -552,6 +654,10 @@ def update_readme(readme: Path, table: str, note: str) -> bool:
     return True
 
 
+def _spec_name(ex: str) -> str:
+    return "spec_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", ex.replace("@", "_snr")) + ".png"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.report", description=__doc__.split("\n")[0]
@@ -567,8 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     res = json.loads(args.json.read_text())
     args.img.mkdir(parents=True, exist_ok=True)
+    names = {ex: _spec_name(ex) for ex in res.get("examples", [])}
     for old in args.img.glob("spec_*.png"):  # examples change with the subset: no stale plots
-        old.unlink()
+        if old.name not in names.values():
+            old.unlink()
     rel = Path("img")
     images: dict[str, str] = {}
     if plot_quality_vs_snr(res, args.img / "quality_vs_snr.png"):
@@ -577,11 +685,20 @@ def main(argv: list[str] | None = None) -> int:
         images["speed"] = str(rel / "speed_latency.png")
     systems = [n for n in order(list(res["systems"])) if res["systems"][n]["status"] == "ok"]
     systems = [n for n in systems if n in ("seed-original", *HEADLINE)]
-    for ex in res.get("examples", []):
+    for ex, fname in names.items():
         ds = ex.split("/", 1)[0]
-        sy = [n for n in systems if n != "seed-original" or ds == "seed"]
-        fname = "spec_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", ex.replace("@", "_snr")) + ".png"
-        if plot_spectrograms(res, ex, sy, args.img / fname):
+        rate = res.get("sets", {}).get(ds, {}).get("rate", 8000)
+        if ds == WIDEBAND:
+            ok = plot_spectrograms(
+                res, ex, list(WIDEBAND_SYSTEMS), args.img / fname, rate, WIDEBAND_LABELS
+            )
+        else:
+            sy = [n for n in systems if n != "seed-original" or ds == "seed"]
+            ok = plot_spectrograms(res, ex, sy, args.img / fname, rate)
+        if ok:
+            images["spec_" + ex] = str(rel / fname)
+        elif (args.img / fname).exists():  # audio not cached here: keep the plot of its run
+            log.info("no audio cached for example %s: keeping %s", ex, fname)
             images["spec_" + ex] = str(rel / fname)
         else:
             log.warning("no audio cached for example %s: spectrogram skipped", ex)
