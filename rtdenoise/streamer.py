@@ -52,7 +52,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .bandsplit import BandSplit, BandSplitConfig, HighBandGain
+from .bandsplit import BandSplit, BandSplitConfig, HighBandGain, gain_floor
 from .processor import FrameProcessor, IdentityProcessor
 from .ring import RingBuffer
 from .stft import StftAnalyzer, StftConfig, StftSynthesizer
@@ -234,6 +234,7 @@ class Streamer:
                 sr,
                 float(self._rs_in.delay),
                 band,
+                gain_floor(self.processor),
             )
             core.observer = gain
             self._band = BandSplit(

@@ -8,6 +8,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtdenoise.bandsplit import BandSplitConfig
 from rtdenoise.processor import MaskProcessor
 from rtdenoise.streamer import Streamer
 
@@ -166,16 +167,33 @@ def test_multichannel_is_per_channel(sr):
 
 
 @pytest.mark.parametrize("limit_db", [6.0, 12.0])
-def test_high_band_noise_goes_down_to_the_attenuation_limit_and_no_further(limit_db):
-    """Noise only above 4.6 kHz, nothing the mask keeps: the band above is attenuated by the
-    processor's attenuation limit, not to silence."""
+def test_high_band_noise_goes_down_to_its_floor_and_no_further(limit_db):
+    """Noise only above 4.6 kHz, nothing the mask keeps: the band above is attenuated by its
+    floor (the attenuation limit, mask_exponent times in dB), not to silence."""
     sr = 48000
     hi = np.random.default_rng(3).standard_normal(sr).astype(np.float32)
     hi -= Streamer(sample_rate=sr, full_band=False).process(hi)
     y = Streamer(_masking(atten_lim_db=limit_db), sample_rate=sr).process(hi)
     mid = slice(sr // 4, -sr // 8)
     ratio_db = 10 * np.log10((y[mid] ** 2).sum() / (hi[mid] ** 2).sum())
-    assert ratio_db == pytest.approx(-limit_db, abs=0.5)
+    assert ratio_db == pytest.approx(-limit_db * BandSplitConfig().mask_exponent, abs=0.5)
+
+
+def test_dry_wet_mix_reaches_the_high_band():
+    """wet 0 leaves the band above untouched; wet 0.5 attenuates it, never below the floor of
+    the mixed gain (0.5 + 0.5 * limit, squared)."""
+    sr = 16000
+    hi = np.random.default_rng(3).standard_normal(sr).astype(np.float32)
+    hi -= Streamer(sample_rate=sr, full_band=False).process(hi)
+    mid = slice(sr // 4, -sr // 8)
+    removed = {}
+    for wet in (0.0, 0.5, 1.0):
+        proc = MaskProcessor(PowerMaskBackend(2, 0), atten_lim_db=20.0, wet=wet)
+        y = Streamer(proc, sample_rate=sr).process(hi)
+        removed[wet] = -10 * np.log10((y[mid] ** 2).sum() / (hi[mid] ** 2).sum())
+    assert removed[0.0] == pytest.approx(0.0, abs=1e-3)
+    assert 3.0 < removed[0.5] <= -2 * 20 * np.log10(0.5 + 0.5 * 0.1) + 0.5
+    assert removed[1.0] > removed[0.5] + 6.0
 
 
 # -- gating with the shipped model ------------------------------------------------------------
