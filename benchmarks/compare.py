@@ -414,6 +414,13 @@ def merge_results(old: dict, new: dict) -> dict:
         out["timing"] = old["timing"]
     m = old.get("meta", {})
     prev = {"date_utc": m.get("date_utc"), "git_commit": m.get("git_commit")}
+    was = old.get("merged") or {}
+    if (
+        was.get("from")
+        and set(kept) <= set(was.get("sets", []))
+        and (not timing_kept or was.get("timing"))
+    ):  # what is kept again was itself kept from an earlier run: credit that one
+        prev = was["from"]
     out["merged"] = {"sets": kept, "timing": timing_kept, "from": prev}
     return out
 
