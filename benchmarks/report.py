@@ -266,6 +266,8 @@ def speed_table(res: dict) -> str:
             rows.append([label(name), "–", "–", "–", "–", "–", f"missing: {info['reason']}"])
             continue
         t = tim.get(name, {})
+        if not t and info.get("algorithmic_latency_ms") is not None and tim:
+            continue  # built but not timed in this run (e.g. wideband-only): nothing to show
         iqr = t.get("ratio_iqr")
         ratio = _fmt(t.get("ratio_to_ref"), "×{:.2f}")
         if iqr:
