@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .stft import StftConfig
 from .vq import VectorQuantizer
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,15 @@ class ModelConfig:
     window_hop: int = 130
     #: initial bias of the mask logit (sigmoid(2) = 0.88: start close to passthrough)
     mask_bias_init: float = 2.0
+    #: STFT framing the model is trained for (``rtdenoise.stft.StftConfig``): window family
+    #: and synthesis length (0 = the design's symmetric Hann, 64.75 ms; 124 = 15.4 ms)
+    stft_window: str = "hann"
+    stft_synthesis_len: int = 0
+
+    @property
+    def stft(self) -> StftConfig:
+        """The framing this model runs on; the engine refuses any other."""
+        return StftConfig(window=self.stft_window, synthesis_len=self.stft_synthesis_len)
 
     @property
     def causal(self) -> bool:

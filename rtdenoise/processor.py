@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .stft import StftConfig
+
 #: attenuation limit that is effectively none (a gain floor of 1e-5)
 NO_LIMIT_DB = 100.0
 
@@ -61,8 +63,10 @@ class MaskProcessor:
     def __init__(
         self, backend: object, atten_lim_db: float | None = None, wet: float = 1.0
     ) -> None:
+        meta = getattr(backend, "meta", None) or {}
+        #: the framing the model was trained for (its metadata; older models: the design's)
+        self.stft = StftConfig.from_dict(meta.get("stft", {}))
         if atten_lim_db is None:
-            meta = getattr(backend, "meta", None) or {}
             atten_lim_db = float(meta.get("atten_lim_db", NO_LIMIT_DB))
         if not atten_lim_db >= 0:
             raise ValueError(f"atten_lim_db must be >= 0, got {atten_lim_db}")

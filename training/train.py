@@ -203,9 +203,11 @@ class Trainer:
         self.loss_cfg = LossConfig(**cfg.get("loss", {}))
         d = cfg["data"]
         self.sampler = MixtureSampler.from_dirs(d["train_clean"], d["train_noise"], self.mix_cfg)
-        self.stft = TorchStft().to(self.device)
 
         self.model = build_model(cfg["model"]).to(self.device)
+        # the model's own framing (a model without a config: the design's)
+        framing = getattr(getattr(self.model, "cfg", None), "stft", None)
+        self.stft = TorchStft(framing).to(self.device)
         self.step = 0
         self.best = -math.inf
         self.optim = torch.optim.AdamW(
