@@ -278,3 +278,62 @@ def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
     x = torch.randn(1, 50, 260, 2)
     with torch.no_grad():
         torch.testing.assert_close(big.eval()(x)[0], small(x)[0])
+
+
+def test_packed_shards_give_the_same_mixtures(tmp_path):
+    """training.pack: shards (several, tiny size limit) hold the folders' audio in order, to
+    16-bit precision, and a sampler built from them draws the same mixtures."""
+    from training import pack
+    from training.data import MixConfig, MixtureSampler
+
+    data = _make_data(tmp_path / "data")
+    m = pack.pack(data["train_clean"], data["train_noise"], tmp_path / "shards", max_mb=0.05)
+    assert m["speech_shards"] > 1 and m["speech_files"] == 4 and m["noise_files"] == 4
+    assert all(p.stat().st_size <= 0.05e6 for p in (tmp_path / "shards").glob("*.npz"))
+    speech, keys, noise = pack.load_shards(tmp_path / "shards")
+    cfg = MixConfig(crop_s=0.5)
+    ref = MixtureSampler.from_dirs(data["train_clean"], data["train_noise"], cfg)
+    assert keys == ref.speakers and len(speech) == len(ref.speech) == 4
+    for a, b in zip(speech + noise, ref.speech + ref.noise, strict=True):
+        np.testing.assert_allclose(a, b, atol=np.abs(b).max() / 32767)
+    got = MixtureSampler(speech, noise, cfg, keys).batch(0, 5, 0, 3)
+    want = ref.batch(0, 5, 0, 3)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-3)
+
+
+def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
+    """The GPU recipe (training/configs/gpu.json: shards, data workers, large batch) with a
+    tiny setting: worker processes feed exactly the batches the main process would mix."""
+    from training import pack
+
+    data = _make_data(tmp_path / "data")
+    pack.pack(data["train_clean"], data["train_noise"], tmp_path / "shards")
+    recipe = json.loads((Path(T.__file__).parent / "configs" / "gpu.json").read_text())
+    assert recipe["train"]["workers"] >= 4 and recipe["data"]["shards"]
+    runs = {}
+    for workers in (0, 2):
+        cfg = T.deep_update(T.load_config(None, []), recipe)
+        cfg["data"] = {
+            "shards": str(tmp_path / "shards"),
+            "val_pairs": data["val_pairs"],
+            "mix": {**recipe["data"].get("mix", {}), "crop_s": 0.5},
+        }
+        cfg["model"].update({k: v for k, v in TINY_RT.items() if k != "preset"})
+        cfg["train"].update(
+            {
+                "steps": 4,
+                "batch_size": 3,
+                "workers": workers,
+                "val_every": 0,
+                "stats_examples": 4,
+                "threads": 1,
+                "init": None,
+            }
+        )
+        tr = T.Trainer(cfg, tmp_path / f"run{workers}")
+        tr.run()
+        runs[workers] = tr
+    assert runs[2].step == 4 and runs[2]._stream is None
+    for a, b in zip(runs[0].model.parameters(), runs[2].model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

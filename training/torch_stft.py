@@ -55,8 +55,10 @@ class TorchStft(torch.nn.Module):
         """seg [B, T, L] -> [B, (T-1)*hop + L]."""
         b, t, n = seg.shape
         out = F.fold(
-            seg.transpose(1, 2), output_size=(1, (t - 1) * self.cfg.hop + n),
-            kernel_size=(1, n), stride=(1, self.cfg.hop),
+            seg.transpose(1, 2),
+            output_size=(1, (t - 1) * self.cfg.hop + n),
+            kernel_size=(1, n),
+            stride=(1, self.cfg.hop),
         )
         return out.reshape(b, -1)
 

@@ -39,6 +39,7 @@ from rtdenoise.evaluate import mix_pair, read_pairs
 
 from .data import MixConfig, MixtureSampler
 from .losses import LossConfig, si_sdr_loss, spectral_loss
+from .pack import load_shards
 from .torch_stft import TorchStft
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,17 @@ def _zero_new_residuals(model: torch.nn.Module, missing: list[str]) -> set[str]:
     return covered
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Dataset indexed by training step: item ``s`` is ``(s, noisy [B, n], target [B, n])``."""
+
+    def __init__(self, sampler: MixtureSampler, seed: int, rank: int, size: int) -> None:
+        self.sampler, self.seed, self.rank, self.size = sampler, seed, rank, size
+
+    def __getitem__(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        noisy, target = self.sampler.batch(self.seed, step, self.rank, self.size)
+        return step, torch.from_numpy(noisy), torch.from_numpy(target)
+
+
 class Trainer:
     """Owns model, optimiser, data and logs; ``run()`` trains until steps or budget run out."""
 
@@ -202,7 +214,14 @@ class Trainer:
         self.mix_cfg = MixConfig.from_dict(cfg["data"].get("mix", {}))
         self.loss_cfg = LossConfig(**cfg.get("loss", {}))
         d = cfg["data"]
-        self.sampler = MixtureSampler.from_dirs(d["train_clean"], d["train_noise"], self.mix_cfg)
+        if d.get("shards"):  # packed, pre-decoded (python -m training.pack): loads in seconds
+            speech, keys, noise = load_shards(d["shards"])
+            self.sampler = MixtureSampler(speech, noise, self.mix_cfg, keys)
+        else:
+            self.sampler = MixtureSampler.from_dirs(
+                d["train_clean"], d["train_noise"], self.mix_cfg
+            )
+        self._stream: Any = None  # batches mixed in worker processes (train.workers > 0)
 
         self.model = build_model(cfg["model"]).to(self.device)
         # the model's own framing (a model without a config: the design's)
@@ -305,12 +324,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(noisy_spec, target_spec [B, T, F, 2], target_wave [B, n]) for this step/rank."""
+    def _start_workers(self) -> None:
+        """``train.workers`` processes mix the batches of the coming steps ahead of the model
+        (each batch is a pure function of its step, so this changes no number)."""
+        workers = int(self.t_cfg.get("workers", 0))
+        if workers <= 0 or self.step >= int(self.t_cfg["steps"]):
+            return
+        bs = int(self.t_cfg["batch_size"])
+        data = _StepBatches(self.sampler, self.seed, self.rank, bs)
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=None,
+            sampler=range(self.step, int(self.t_cfg["steps"])),
+            num_workers=workers,
+            prefetch_factor=int(self.t_cfg.get("prefetch", 4)),
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # leaves the model's RNG stream untouched
+        )
+        self._stream = iter(loader)
+
+    def _arrays(self) -> tuple[Any, Any]:
+        if self._stream is not None:
+            step, noisy, target = next(self._stream)
+            assert int(step) == self.step, f"data worker sent step {int(step)} at {self.step}"
+            return noisy, target
         bs = int(self.t_cfg["batch_size"])
         noisy, target = self.sampler.batch(self.seed, self.step, self.rank, bs)
-        noisy_t = torch.from_numpy(noisy).to(self.device)
-        target_t = torch.from_numpy(target).to(self.device)
+        return torch.from_numpy(noisy), torch.from_numpy(target)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy_spec, target_spec [B, T, F, 2], target_wave [B, n]) for this step/rank."""
+        noisy, target = self._arrays()
+        noisy_t = noisy.to(self.device, non_blocking=True)
+        target_t = target.to(self.device, non_blocking=True)
         tspec = self.stft.stft(target_t)
         if self.mix_cfg.recipe == "seed":  # the original: Gaussian noise on the spectrogram
             g = torch.Generator().manual_seed(hash((self.seed, self.step, self.rank)) % 2**62)
@@ -434,6 +480,7 @@ class Trainer:
             desc="train",
         )
         t_step = time.monotonic()
+        self._start_workers()
         while self.step < total and not self._stop:
             last_stats = self.train_step()
             bar.update(1)
@@ -463,6 +510,7 @@ class Trainer:
                 dist.all_reduce(flag)
                 self._stop = bool(flag.item())
         bar.close()
+        self._stream = None  # shuts the data workers down
         self.save_last()
         if self.ddp:
             dist.barrier()
