@@ -111,6 +111,14 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         help="model file (default: the shipped model, rtdenoise/models/default.onnx)",
     )
     group.add_argument(
+        "--latency-mode",
+        choices=("low", "standard"),
+        help="which shipped model: 'low' (15.4 ms algorithmic latency, asymmetric STFT windows) "
+        "or 'standard' (64.75 ms, the design's symmetric window; a little better on quality) "
+        "(default: standard for files, low in live mode; not with --model: a model runs on the "
+        "framing it was trained for)",
+    )
+    group.add_argument(
         "--atten-lim-db",
         type=float,
         metavar="DB",
@@ -141,6 +149,8 @@ def processor_from_args(args: argparse.Namespace) -> Any | None:
         atten_lim_db=args.atten_lim_db,
         wet=args.wet,
         block_frames=getattr(args, "block_frames", None),
+        latency_mode=args.latency_mode
+        or (None if args.model else getattr(args, "default_latency_mode", None)),
     )
 
 
@@ -151,8 +161,12 @@ def build_processor(
     atten_lim_db: float | None = None,
     wet: float | None = None,
     block_frames: int | None = None,
+    latency_mode: str | None = None,
 ) -> Any | None:
     """The frame processor for the streamer; None means identity.
+
+    ``latency_mode`` (``low`` | ``standard``) picks one of the shipped models; a ``model`` file
+    brings its own framing, so the two together are refused.
 
     The one place that decides what the default processing is: identity while the default model
     file is missing (with a warning), the mask processor on the chosen backend otherwise.
@@ -166,6 +180,14 @@ def build_processor(
     if passthrough:
         return None
     backends = importlib.import_module(".backends", __package__)  # ONNX path: no torch
+    if latency_mode is not None and model is not None:
+        raise UserError(
+            "--latency-mode picks a shipped model; --model brings its own framing: use one"
+        )
+    if latency_mode not in (None, "standard"):
+        model = str(backends.shipped_model(backend, latency_mode))
+        if not Path(model).is_file():
+            raise UserError(f"no {latency_mode}-latency model is installed ({model} is missing)")
     default = DEFAULT_MODEL if backend == "onnx" else _default_path(backends, backend)
     if model is None and default is not None and not Path(default).exists():
         log.warning("no trained model at %s yet: identity processing", default)

@@ -124,3 +124,38 @@ def test_the_default_attenuation_limit_travels_with_every_format(exported, kind)
     path = paths["checkpoint" if kind == "torch" else kind]
     proc = MaskProcessor(load_backend(kind, str(path), None, 1))
     assert proc.atten_lim_db == 9.0
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript", "torch"])
+def test_framing_travels_with_the_model(tmp_path, backend):
+    """A model trained for the low-latency framing carries it through export: every backend's
+    processor runs on it, the engine's latency is the framing's, the streamed output equals the
+    offline model through that framing, and any other framing is refused."""
+    from rtdenoise.backends import load_backend
+    from rtdenoise.errors import UserError
+    from rtdenoise.processor import MaskProcessor
+    from rtdenoise.stft import StftConfig, istft, stft
+    from rtdenoise.streamer import Streamer
+
+    low = StftConfig(window="hann^3", synthesis_len=124)
+    cfg = preset_config(**{**TINY.to_dict(), "stft_window": "hann^3", "stft_synthesis_len": 124})
+    model = trained_tiny(cfg)
+    save_checkpoint(tmp_path / "low.pt", model)
+    paths = export_all(tmp_path / "low.pt", tmp_path / "out", name="low")
+    meta = json.loads(paths["json"].read_text())
+    assert meta["stft"]["synthesis_len"] == 124 and meta["stft"]["latency_samples"] == 123
+    path = {"onnx": paths["onnx"], "torchscript": paths["torchscript"], "torch": tmp_path / "low.pt"}
+    proc = MaskProcessor(load_backend(backend, path[backend], block_frames=2))
+    assert proc.stft == low
+    s = Streamer(proc)
+    assert s.latency_samples == low.latency(2) == 123 + 31
+    x = (np.random.default_rng(0).standard_normal(4000) * 0.1).astype(np.float32)
+    y = s.process(x)
+    z = stft(x, low)
+    spec = torch.from_numpy(np.stack([z.real, z.imag], -1)[None].astype(np.float32))
+    with torch.no_grad():
+        mask = model(spec)[0][0].numpy()
+    ref = istft(z * mask, low, length=len(x))
+    np.testing.assert_allclose(y, ref, atol=2e-4)
+    with pytest.raises(UserError, match="trained for the STFT framing"):
+        Streamer(proc, stft=StftConfig())
