@@ -243,6 +243,27 @@ def test_init_from_checkpoint_starts_fine_tuning_from_its_weights(tmp_path, monk
         assert torch.equal(a, b), k  # weights and feature statistics come from the checkpoint
 
 
+@pytest.mark.parametrize("where", ["init", "resume"])
+def test_checkpoints_that_hold_code_are_refused(tmp_path, monkeypatch, where):
+    """train.init=x.pt and OUT/last.pt are read weights-only: a pickle that would create a file
+    is refused with one line (UserError; main() prints it without a traceback), nothing runs."""
+    from rtdenoise.errors import UserError
+    from tests.test_checkpoint import malicious_checkpoint
+
+    _standin(monkeypatch)
+    data = _make_data(tmp_path / "data")
+    target = tmp_path / "pwned"
+    (tmp_path / "run").mkdir()
+    if where == "init":
+        cfg = _cfg(data, 3, init=str(malicious_checkpoint(tmp_path / "evil.pt", target)))
+    else:
+        cfg = _cfg(data, 3)
+        malicious_checkpoint(tmp_path / "run" / "last.pt", target)
+    with pytest.raises(UserError, match="refusing to load .*calls io.open"):
+        T.Trainer(cfg, tmp_path / "run")
+    assert not target.exists()
+
+
 def test_asymmetric_loss_weighs_removed_speech_more_than_residual_noise():
     """w_under: the same compressed-magnitude error costs (w_mag + w_under) / w_mag more when the
     estimate is below the target; w_under = 0 is the symmetric loss."""
@@ -272,7 +293,7 @@ def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
     small = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2))).eval()
     save_checkpoint(tmp_path / "small.pt", small)
     big = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2, 4, 8)))
-    st = torch.load(tmp_path / "small.pt", weights_only=False)
+    st = torch.load(tmp_path / "small.pt", weights_only=True)
     missing, unexpected = big.load_state_dict(st["state_dict"], strict=False)
     assert T._zero_new_residuals(big, missing) == set(missing) and not unexpected
     x = torch.randn(1, 50, 260, 2)

@@ -35,6 +35,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rtdenoise import metrics
+from rtdenoise.checkpoint import read_checkpoint
+from rtdenoise.errors import UserError
 from rtdenoise.evaluate import mix_pair, read_pairs
 
 from .data import MixConfig, MixtureSampler
@@ -254,16 +256,15 @@ class Trainer:
 
     def _init_from(self, path: Path) -> None:
         """Fine-tuning: weights and feature statistics from a checkpoint (``train.init``);
-        optimizer, schedule and step start afresh."""
-        if not path.is_file():
-            raise SystemExit(f"train.init: checkpoint not found: {path}")
-        st = torch.load(path, map_location=self.device, weights_only=False)
-        missing, unexpected = self.model.load_state_dict(
-            st.get("state_dict", st.get("model")), strict=False
-        )
+        optimizer, schedule and step start afresh. Read with ``weights_only=True``."""
+        st = read_checkpoint(path, self.device)
+        weights = st.get("state_dict", st.get("model")) if isinstance(st, dict) else None
+        if not isinstance(weights, dict):
+            raise UserError(f"train.init: not an rtdenoise checkpoint: {path}")
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
         grown = _zero_new_residuals(self.model, missing)
         if unexpected or set(missing) - grown:
-            raise SystemExit(
+            raise UserError(
                 f"train.init: {path} does not fit this model (missing "
                 f"{sorted(set(missing) - grown)[:4]}, unexpected {sorted(unexpected)[:4]})"
             )
@@ -286,7 +287,7 @@ class Trainer:
         }
 
     def _load_state(self, path: Path) -> None:
-        st = torch.load(path, map_location=self.device, weights_only=False)
+        st = read_checkpoint(path, self.device)  # weights_only: tensors and plain types
         self.model.load_state_dict(st["model"])
         self.optim.load_state_dict(st["optim"])
         self.sched.load_state_dict(st["sched"])
@@ -497,8 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, Path(args.out), args.max_minutes)
-    trainer.run()
+    try:
+        trainer = Trainer(cfg, Path(args.out), args.max_minutes)
+        trainer.run()
+    except UserError as exc:  # one line, no traceback
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if trainer.ddp:
         dist.destroy_process_group()
     return 0
