@@ -2,6 +2,9 @@
 
 One command for the default model and for users' own data:
 
+- data: the corpus folder is ``--data-root DIR``, else ``$RTDENOISE_DATA``, else
+  ``../shared/data/corpus`` beside the repository; config paths that start with ``{data_root}``
+  lie in it, any other path is used as given;
 - on-the-fly mixtures (``training.data``), features statistics measured on a sample of
   training mixtures at start and stored in the model;
 - loss: compressed spectral loss + SI-SDR of the resynthesis + the VQ loss (``training.losses``);
@@ -39,7 +42,7 @@ from rtdenoise.checkpoint import read_checkpoint
 from rtdenoise.errors import UserError
 from rtdenoise.evaluate import mix_pair, read_pairs
 
-from .data import MixConfig, MixtureSampler
+from .data import DATA_ROOT_VAR, MixConfig, MixtureSampler, data_root, resolve_path
 from .losses import LossConfig, si_sdr_loss, spectral_loss
 from .torch_stft import TorchStft
 
@@ -49,9 +52,12 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {"preset": "rt"},
     "data": {
-        "train_clean": ["/work/shared/data/corpus/train/clean"],
-        "train_noise": ["/work/shared/data/corpus/train/noise"],
-        "val_pairs": "/work/shared/data/corpus/val/pairs.csv",
+        # corpus folder: --data-root, else $RTDENOISE_DATA, else ../shared/data/corpus beside
+        # the repository; paths below that start with {data_root} lie in it
+        "root": None,
+        "train_clean": ["{data_root}/train/clean"],
+        "train_noise": ["{data_root}/train/noise"],
+        "val_pairs": "{data_root}/val/pairs.csv",
         "mix": {},
     },
     "loss": {},
@@ -203,8 +209,9 @@ class Trainer:
 
         self.mix_cfg = MixConfig.from_dict(cfg["data"].get("mix", {}))
         self.loss_cfg = LossConfig(**cfg.get("loss", {}))
-        d = cfg["data"]
-        self.sampler = MixtureSampler.from_dirs(d["train_clean"], d["train_noise"], self.mix_cfg)
+        self.sampler = MixtureSampler.from_dirs(
+            self.data_path("train_clean"), self.data_path("train_noise"), self.mix_cfg
+        )
         self.stft = TorchStft().to(self.device)
 
         self.model = build_model(cfg["model"]).to(self.device)
@@ -237,6 +244,18 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.val_set: list[tuple[str, float, np.ndarray, np.ndarray]] | None = None
         self._stop = False
+
+    def data_path(self, key: str) -> Any:
+        """``data.<key>`` (a path or a list of paths) with ``{data_root}`` resolved."""
+        value = self.cfg["data"][key]
+        paths = value if isinstance(value, list) else [value]
+        root = data_root(self.cfg["data"].get("root"))
+        if any(str(p).startswith(DATA_ROOT_VAR) for p in paths) and not root.is_dir():
+            raise UserError(
+                f"corpus folder not found: {root} (give --data-root DIR or set RTDENOISE_DATA)"
+            )
+        out = [resolve_path(p, root) for p in paths]
+        return out if isinstance(value, list) else out[0]
 
     # ------------------------------------------------------------------ state
 
@@ -355,7 +374,7 @@ class Trainer:
 
     def _load_val(self) -> None:
         n = int(self.t_cfg["val_pairs"])
-        csv_path = Path(self.cfg["data"]["val_pairs"])
+        csv_path = self.data_path("val_pairs")
         pairs = read_pairs(csv_path)
         idx = np.unique(np.linspace(0, len(pairs) - 1, min(n, len(pairs))).round().astype(int))
         cache: dict[str, np.ndarray] = {}
@@ -492,12 +511,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="JSON config (merged over the built-in defaults)")
     p.add_argument("--out", required=True, help="run folder (resumes from OUT/last.pt)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this")
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="corpus folder for the {data_root} paths of the config (default: $RTDENOISE_DATA, "
+        "else ../shared/data/corpus beside the repository)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     cfg = load_config(args.config, args.overrides)
+    if args.data_root:
+        cfg["data"]["root"] = args.data_root
     try:
         trainer = Trainer(cfg, Path(args.out), args.max_minutes)
         trainer.run()
