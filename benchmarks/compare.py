@@ -45,13 +45,14 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks import peers  # noqa: E402
 from rtdenoise import metrics  # noqa: E402
+from training.data import data_root  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_PAIRS = SHARED / "corpus" / "test" / "pairs.csv"
-SEED_DIR = SHARED / "seed_samples"
+#: the corpus: --data-root / $RTDENOISE_DATA, else ../shared/data/corpus beside the repository
+DEFAULT_PAIRS = data_root() / "test" / "pairs.csv"
+SEED_DIR = ROOT.parent / "shared" / "data" / "seed_samples"
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = RESULTS / "cache"
 SR = peers.SAMPLE_RATE
@@ -185,6 +186,11 @@ def seed_items() -> list[Item]:
             )
         )
     return out
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root (e.g. ``../shared/data/corpus/...``)."""
+    return os.path.relpath(Path(path).resolve(), ROOT)
 
 
 # ----------------------------------------------------------------------------- DNSMOS
@@ -619,7 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.compare", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help="pairs.csv to mix and score")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        default=DEFAULT_PAIRS,
+        help="pairs.csv to mix and score (default: test/pairs.csv of $RTDENOISE_DATA, else of "
+        "../shared/data/corpus beside the repository)",
+    )
     p.add_argument("--limit", type=int, default=None, help="score N files, spread evenly over SNR")
     p.add_argument(
         "--systems",
@@ -733,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict = {
         "meta": machine_info(),
-        "pairs": str(args.pairs),
+        "pairs": repo_relative(args.pairs),  # results never hold this machine's folders
         "limit": args.limit,
         "dnsmos_files": {
             "test": sum(1 for i in dn_ids if i.startswith("test/")),

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import read_checkpoint, to_plain
 from .stft import StftConfig
 from .vq import VectorQuantizer
 
@@ -96,7 +97,8 @@ class ModelConfig:
         return self.preset == "rt"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain types (tuples as lists), as stored in checkpoints and JSON metadata."""
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -646,8 +648,16 @@ def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[s
 
 # ============================================================================ checkpoints
 def save_checkpoint(path: str | Path, model: DenoiserNet, **extra: object) -> None:
-    """Weights, buffers and config in one file (``extra``: e.g. epoch, metrics, optimizer)."""
-    payload = {"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "extra": extra}
+    """Weights, buffers and config in one file (``extra``: e.g. step, metrics, train config).
+
+    Everything beside the tensors is stored as plain types (``checkpoint.to_plain``), so the
+    file loads with ``weights_only=True``.
+    """
+    payload = {
+        "config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "extra": to_plain(extra),
+    }
     torch.save(payload, str(path))
 
 
@@ -655,15 +665,15 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
     """Rebuild the model from a checkpoint alone (eval mode); ``.extra`` holds the extras.
 
     Reads ``save_checkpoint`` files and also the trainer's resume files (``last.pt``: weights
-    under ``model``, the training config with its ``model`` section under ``config``).
+    under ``model``, the training config with its ``model`` section under ``config``). The file
+    is read with ``weights_only=True`` (``checkpoint.read_checkpoint``): one that holds code is
+    refused with a ``UserError`` before anything in it runs.
     """
     from .errors import UserError
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+    payload = read_checkpoint(path, map_location)
     try:
-        payload = torch.load(str(path), map_location=map_location, weights_only=False)
         if "state_dict" in payload:
             cfg = ModelConfig.from_dict(payload["config"])
             weights, extra = payload["state_dict"], payload.get("extra", {})
@@ -674,9 +684,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
             weights, extra = payload["model"], {"step": payload.get("step")}
         model = DenoiserNet(cfg)
         model.load_state_dict(weights)
-    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise UserError(f"not an rtdenoise checkpoint: {path} ({exc})") from exc
-    except Exception as exc:  # unpickling garbage raises assorted types
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
     model.extra = extra
     return model.eval()

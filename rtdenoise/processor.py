@@ -115,9 +115,22 @@ class MaskProcessor:
             gain += 1.0 - self.wet
         la = self.lookahead_frames
         if la == 0:
-            np.multiply(frames, gain, out=out)
+            _apply_gain(frames, gain, out)
             return
         d = self._delay
         d[:, la:] = frames
-        np.multiply(d[:, :k], gain, out=out)
+        _apply_gain(d[:, :k], gain, out)
         d[:, :la] = d[:, k : k + la]  # numpy buffers overlapping copies itself
+
+
+def _apply_gain(frames: np.ndarray, gain: np.ndarray, out: np.ndarray) -> None:
+    """out = frames * gain: complex ``[C, K, F]`` times real ``[C, K, F]``, no temporaries.
+
+    ``np.multiply(complex, real)`` casts the gain to a complex buffer on every call; scaling
+    the real and imaginary parts separately gives the same numbers and allocates nothing.
+    """
+    if np.iscomplexobj(frames) and out.dtype == frames.dtype:
+        np.multiply(frames.real, gain, out=out.real)
+        np.multiply(frames.imag, gain, out=out.imag)
+    else:
+        np.multiply(frames, gain, out=out)

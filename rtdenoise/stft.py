@@ -349,6 +349,21 @@ def istft(z: np.ndarray, cfg: StftConfig = StftConfig(), length: int | None = No
     return y
 
 
+@numba.njit(cache=True, nogil=True)
+def _window_frames(buf, r, hop, win, out, m):  # pragma: no cover - compiled
+    """out[c, i] = buf[c, r + i*hop : r + i*hop + nperseg] * win for i < m.
+
+    Compiled because numpy's ufuncs copy an input whose elements overlap (the strided frame
+    view over the buffer) before multiplying: an allocation per call on the hot path.
+    """
+    nps = win.shape[0]
+    for c in range(buf.shape[0]):
+        for i in range(m):
+            o = r + i * hop
+            for t in range(nps):
+                out[c, i, t] = buf[c, o + t] * win[t]
+
+
 class StftAnalyzer:
     """Streaming analysis: samples in any chunk sizes -> exactly the offline :func:`stft` frames.
 
@@ -370,12 +385,6 @@ class StftAnalyzer:
         # kept between pops: < nperseg + hop*(frames not popped); room for two of that + a push
         n_hops = 2 * (-(-nps // hop) + max_frames) + max_frames + 2
         self._buf = np.zeros((channels, n_hops * hop), np.float32)
-        s0, s1 = self._buf.strides
-        n_views = (self._buf.shape[1] - nps) // hop + 1
-        # every frame start is a multiple of hop inside the buffer: one strided view serves all
-        self._frames = np.lib.stride_tricks.as_strided(
-            self._buf, shape=(channels, n_views, nps), strides=(s0, hop * s1, s1), writeable=False
-        )
         self._win = (cfg.window_array / cfg.window_array.sum()).astype(np.float32)
         # rows past the frames of a call are padding for the FFT's SIMD lanes (contents unused)
         self._windowed = np.zeros((channels, _lanes(max_frames), nps), np.float32)
@@ -404,7 +413,8 @@ class StftAnalyzer:
             keep = self._w - self._r
             if keep > self._r:  # would overlap: the caller let too many frames pile up
                 raise RuntimeError("StftAnalyzer overfull: pop frames before pushing more")
-            self._buf[:, :keep] = self._buf[:, self._r : self._w]
+            for row in self._buf:  # row by row: numpy copies 2-D overlapping-range moves first
+                row[:keep] = row[self._r : self._w]
             self._r, self._w = 0, keep
         self._buf[:, self._w : self._w + n] = x
         self._w += n
@@ -417,8 +427,7 @@ class StftAnalyzer:
         """
         if m > self.available or m > self.max_frames:
             raise ValueError(f"cannot pop {m} frames ({self.available} available)")
-        i0 = self._r // self._hop
-        np.multiply(self._frames[:, i0 : i0 + m], self._win, out=self._windowed[:, :m])
+        _window_frames(self._buf, self._r, self._hop, self._win, self._windowed, m)
         self._r += m * self._hop
         self.frames_out += m
         mp = _lanes(m)

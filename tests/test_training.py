@@ -243,6 +243,58 @@ def test_init_from_checkpoint_starts_fine_tuning_from_its_weights(tmp_path, monk
         assert torch.equal(a, b), k  # weights and feature statistics come from the checkpoint
 
 
+@pytest.mark.parametrize("where", ["init", "resume"])
+def test_checkpoints_that_hold_code_are_refused(tmp_path, monkeypatch, where):
+    """train.init=x.pt and OUT/last.pt are read weights-only: a pickle that would create a file
+    is refused with one line (UserError; main() prints it without a traceback), nothing runs."""
+    from rtdenoise.errors import UserError
+    from tests.test_checkpoint import malicious_checkpoint
+
+    _standin(monkeypatch)
+    data = _make_data(tmp_path / "data")
+    target = tmp_path / "pwned"
+    (tmp_path / "run").mkdir()
+    if where == "init":
+        cfg = _cfg(data, 3, init=str(malicious_checkpoint(tmp_path / "evil.pt", target)))
+    else:
+        cfg = _cfg(data, 3)
+        malicious_checkpoint(tmp_path / "run" / "last.pt", target)
+    with pytest.raises(UserError, match="refusing to load .*calls io.open"):
+        T.Trainer(cfg, tmp_path / "run")
+    assert not target.exists()
+
+
+def test_corpus_location_from_data_root_env_or_default(tmp_path, monkeypatch, capsys):
+    """{data_root} paths: --data-root, else $RTDENOISE_DATA, else ../shared/data/corpus beside
+    the repository (not the cwd); a missing corpus is one clear line naming both settings."""
+    from training import data as D
+
+    monkeypatch.delenv(D.DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    repo = Path(T.__file__).resolve().parent.parent
+    assert D.data_root() == repo.parent / "shared" / "data" / "corpus"
+    monkeypatch.setenv(D.DATA_ENV, str(tmp_path / "env"))
+    assert D.data_root() == tmp_path / "env"
+    assert D.data_root(tmp_path / "cli") == tmp_path / "cli"  # --data-root wins
+    assert D.resolve_path("{data_root}/train/clean", Path("c")) == Path("c/train/clean")
+    assert D.resolve_path("x/y", Path("c")) == Path("x/y")  # other paths as given
+
+    _standin(monkeypatch)
+    _make_data(tmp_path / "corpus" / "train")  # clean/ and noise/ as the corpus has them
+    cfg = _cfg(T.load_config(None, [])["data"], 2)
+    tr = T.Trainer(
+        {**cfg, "data": {**cfg["data"], "root": str(tmp_path / "corpus")}}, tmp_path / "r"
+    )
+    assert tr.data_path("val_pairs") == tmp_path / "corpus" / "val" / "pairs.csv"
+    assert len(tr.sampler.speech) == 4
+    monkeypatch.setenv(D.DATA_ENV, str(tmp_path / "nowhere"))
+    capsys.readouterr()
+    code = T.main(["--out", str(tmp_path / "r2"), "train.steps=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "corpus folder not found" in err[0]
+    assert "--data-root" in err[0] and "RTDENOISE_DATA" in err[0]
+
+
 def test_asymmetric_loss_weighs_removed_speech_more_than_residual_noise():
     """w_under: the same compressed-magnitude error costs (w_mag + w_under) / w_mag more when the
     estimate is below the target; w_under = 0 is the symmetric loss."""
@@ -272,7 +324,7 @@ def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
     small = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2))).eval()
     save_checkpoint(tmp_path / "small.pt", small)
     big = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2, 4, 8)))
-    st = torch.load(tmp_path / "small.pt", weights_only=False)
+    st = torch.load(tmp_path / "small.pt", weights_only=True)
     missing, unexpected = big.load_state_dict(st["state_dict"], strict=False)
     assert T._zero_new_residuals(big, missing) == set(missing) and not unexpected
     x = torch.randn(1, 50, 260, 2)
