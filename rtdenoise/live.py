@@ -5,29 +5,30 @@
 
 Devices: 'mic' / 'speakers' (the system defaults), an index, or part of a name (see -l).
 At start the total latency is printed (algorithmic + output buffering + device buffers as the
-stream measures them); every few seconds a status line (real-time factor, xruns) unless -q.
+stream measures them); every few seconds a status line (latency now, real-time factor, xruns,
+realigns, output buffer) unless -q.
 Ctrl-C or SIGTERM stops with a one-line summary.
 
 How it works: an input and an output PortAudio stream whose callbacks only copy (input into a
 ring; ring into the output) and count status flags; a worker thread runs the streaming engine
 (resampling, STFT, model, overlap-add) on fixed-size chunks (one STFT hop at the device rate,
-also the default callback size) and writes ahead into the output ring. For half a second the
-output plays silence while the callbacks measure the device latencies and the largest bursts
-of back-to-back callbacks; then the output ring is prefilled with those bursts + a short
-crossfade + a margin, so the output callback finds processed audio whatever the phase between
-the two streams' bursts. For the next 2 s the engine records when the worker made each chunk
-and when the output callback asked for it; then it drops, with one crossfaded jump, the
-buffering that every one of those reads could have done without beyond ``--margin-ms``: the
-real phase is not the worst one, and while both streams run on one clock it stays in the
-range it showed (0-12 ms less latency, measured). If a read comes too early later on, the
-output steps back by what was missing + the margin (crossfaded, counted as an underrun). If
-the worker falls behind with no trim left, the callback crossfades to the equally delayed dry
-input and counts an underrun. The worker asks for SCHED_FIFO scheduling where it is permitted.
+also the default callback size) and writes ahead into the output ring (live_engine.py). For
+half a second the output plays silence while the callbacks measure the device latencies and
+the largest bursts of back-to-back callbacks; then the output ring is prefilled with those
+bursts + a short crossfade + a margin, so the output callback finds processed audio whatever
+the phase between the two streams' bursts. After 2 s the buffering that every output callback
+could have done without beyond ``--margin-ms`` is dropped with one crossfaded jump (the trim).
+From then on the latency is held where it was printed (live_timing.py): an xrun that moved a
+device timeline is answered by one crossfaded realign; clock drift, estimated over long
+windows with the xrun steps taken out, by one-sample slips; a worker that falls behind by a
+crossfade to the equally delayed dry input, and if that repeats, by a larger output buffer
+(one crossfaded jump back), which shrinks again once the output has been on time for 30 s.
+Every status line shows the latency now; the summary counts each kind of change.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
-resamplers) + the prefill less the trim + the device loop (mean over output callbacks of the
-DAC time of a sample minus the ADC time of the input sample it was made from, from PortAudio's
-timestamps).
+resamplers) + the output buffer (prefill less the trim, plus any growth) + the device loop
+(median over the output callbacks of the last half second of the DAC time of a sample minus
+the ADC time of the input sample it was made from, from PortAudio's timestamps).
 """
 
 from __future__ import annotations
@@ -47,7 +48,17 @@ from . import devices
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args
 from .live_engine import LiveConfig, LiveEngine, chunk_frames
-from .live_timing import LOOP_SETTLE_S, TRIM_WINDOW_S
+from .live_timing import (
+    GROW,
+    JUMP_KINDS,
+    LOOP_SETTLE_S,
+    REALIGN,
+    SHRINK,
+    SLIP,
+    TRIM,
+    TRIM_WINDOW_S,
+    TimingControl,
+)
 from .streamer import Streamer
 
 log = logging.getLogger(__name__)
@@ -88,6 +99,16 @@ def _one_latency(text: str) -> str | float:
         ) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"latency must be > 0 seconds, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
     return value
 
 
@@ -178,6 +199,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no periodic status lines")
+    parser.add_argument(
+        "--status-every",
+        type=_positive_seconds,
+        default=STATUS_EVERY_S,
+        metavar="S",
+        help=f"seconds between status lines (default: {STATUS_EVERY_S:g})",
+    )
 
 
 # --------------------------------------------------------------------------- run
@@ -187,28 +215,44 @@ def _say(text: str) -> None:
     print(f"rtdenoise live: {text}", file=sys.stderr, flush=True)
 
 
-def _status(engine: LiveEngine) -> str:
+def _status(engine: LiveEngine, control: TimingControl | None) -> str:
     st = engine.stats
     return (
-        f"{engine.audio_seconds:.1f} s, RTF {engine.rtf():.3f}, xruns {st.xruns}, "
-        f"underruns {st.underruns}"
+        f"{engine.audio_seconds:.1f} s, latency {_latency_ms(engine, control):.1f} ms, "
+        f"RTF {engine.rtf():.3f}, xruns {st.xruns}, underruns {st.underruns}, "
+        f"realigns {st.jumps[REALIGN]}, buffer {_buffer_text(engine)}"
     )
 
 
+def _buffer_text(engine: LiveEngine) -> str:
+    """Output buffer now and its changes since the trim: '20.4 ms (grown 1x, shrunk 0x)'."""
+    st = engine.stats
+    ms = 1000.0 * engine.buffer_samples / engine.cfg.samplerate
+    return f"{ms:.1f} ms (grown {st.jumps[GROW]}x, shrunk {st.jumps[SHRINK]}x)"
+
+
 def _latency_text(engine: LiveEngine, loop: float, lat_in: float, lat_out: float) -> tuple:
-    """(total latency ms, breakdown text); loop: device loop latency in seconds."""
+    """(total latency ms, breakdown text); loop: device loop latency in seconds (the loop
+    latency the timestamps measure, less what realigns and slips took off)."""
     sr = engine.cfg.samplerate
     algo = 1000.0 * engine.streamer.latency_samples / sr
     buf = 1000.0 * engine.buffer_samples / sr
-    # the trim moved the output timeline: the loop latency measured since then is shorter by
-    # it; shown as device loop (what the devices add) + output buffer (what we keep)
-    loop += engine.trimmed / sr
     total = algo + buf + 1000.0 * loop
     detail = (
         f"engine {algo:.1f} + output buffer {buf:.1f} + device loop {1000 * loop:.1f} "
         f"[in {1000 * lat_in:.1f} / out {1000 * lat_out:.1f}]"
     )
     return total, detail
+
+
+def _latency_ms(engine: LiveEngine, control: TimingControl | None) -> float:
+    """Total latency now (ms): the device loop of the last half second."""
+    loop = None
+    if control is not None:
+        loop = control.loop_now(engine.now(), engine.stats.jumped)
+    if loop is None:  # no timestamps: the device latencies PortAudio reports
+        loop = engine.device_latency
+    return _latency_text(engine, loop, 0.0, 0.0)[0]
 
 
 def _warm_up(streamer: Streamer, chunk: int) -> None:
@@ -297,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)  # a callback waits at most this long for the GIL
     stall_s = max(STALL_S, 5 * (in_stream.latency + out_stream.latency))
     latency_ms = 0.0
+    control: TimingControl | None = None
     ended_early = False
     lat_in = lat_out = 0.0
     try:
@@ -313,38 +358,25 @@ def run(args: argparse.Namespace) -> int:
                     _check_stall(engine, stall_s)
                 engine.timeline.start()
                 _settle(engine, stall_s, TRIM_WINDOW_S, args.duration)
-                engine.timeline.stop()
                 trim = engine.plan_trim()
                 log.info("output buffer: trimming %d of %d samples", trim, engine.prefill)
-                engine.trim(trim)
-                while engine.trim_pending and not engine.stop_event.wait(0.01):
+                if trim:
+                    engine.jump(trim, TRIM)
+                while engine.jump_pending and not engine.stop_event.wait(0.01):
                     _check_stall(engine, stall_s)
                 _settle(engine, stall_s, LOOP_SETTLE_S, args.duration)
                 log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
-                loop = engine.loop.mean() or lat_in + lat_out
-                latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
-                engine.loop.hold(loop)
+                control = TimingControl(rate, engine.margin, engine.loop_log, engine.timeline)
+                engine.device_latency = lat_in + lat_out
+                loop = control.hold(engine.now(), engine.stats.underruns)
+                latency_ms, detail = _latency_text(
+                    engine, engine.device_latency if loop is None else loop, lat_in, lat_out
+                )
                 _say(
                     f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
                     f", {what}; latency {latency_ms:.1f} ms ({detail})"
                 )
-            next_status = engine.audio_seconds + STATUS_EVERY_S
-            untrim_said = False
-            while not engine.stop_event.wait(0.05):
-                _check_stall(engine, stall_s)
-                now = engine.audio_seconds
-                if args.duration is not None and now >= args.duration:
-                    break
-                if engine.stats.untrims and not untrim_said:
-                    untrim_said = True
-                    _say(
-                        "the output came late for the trimmed buffer: buffering more "
-                        "(sound devices on different clocks, or a busy machine?)"
-                    )
-                if now >= next_status:
-                    next_status += STATUS_EVERY_S
-                    if not args.quiet:
-                        _say(_status(engine))
+            _run_armed(engine, control, args, stall_s)
             ended_early = bool(ended) and engine.error is None and not stopped_by
     finally:
         engine.stop_event.set()
@@ -366,17 +398,46 @@ def run(args: argparse.Namespace) -> int:
         exc = engine.error
         raise UserError(f"audio processing failed: {type(exc).__name__}: {exc}", exit_code=1)
     st = engine.stats
-    if engine.loop.n:
-        latency_ms, _ = _latency_text(engine, engine.loop.mean(), lat_in, lat_out)
+    if control is not None:
+        latency_ms = _latency_ms(engine, control)
+    rate_ = control.drift.rate if control is not None else None
+    drift = "unknown (too short)" if rate_ is None else f"{60000 * rate_:+.2f} ms/min"
+    if control is not None and rate_ is not None and not control.drift.significant:
+        drift += " (within the jitter)"
     flags = ", ".join(f"{k} {v}" for k, v in sorted(st.flags.items()))
     _say(
         f"stopped{' by ' + stopped_by[0] if stopped_by else ''} after {engine.audio_seconds:.1f} s"
         f", RTF {engine.rtf():.3f}, xruns {st.xruns} after start-up ({st.xruns_startup} during)"
         f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
-        f", latency {latency_ms:.1f} ms, clock drift {1000 * engine.loop.drift_seconds():+.1f} ms"
-        f" ({abs(engine.loop.slips)} sample slips)" + (f" [{flags}]" if flags else "")
+        f", latency {latency_ms:.1f} ms, clock drift {drift}, realigns {st.jumps[REALIGN]}"
+        f", slips {st.jumps[SLIP]}, buffer {_buffer_text(engine)}"
+        + (f" [{flags}]" if flags else "")
     )
     return 0
+
+
+def _run_armed(
+    engine: LiveEngine, control: TimingControl | None, args: argparse.Namespace, stall_s: float
+) -> None:
+    """Until --duration, a stop or a stall: tick the timing control, print status lines."""
+    next_status = engine.audio_seconds + args.status_every
+    while not engine.stop_event.wait(0.05):
+        _check_stall(engine, stall_s)
+        now = engine.audio_seconds
+        if args.duration is not None and now >= args.duration:
+            break
+        decision = engine.steer(control) if control is not None else None
+        if decision is not None:
+            n, kind = decision
+            log.info("output timeline: %s %+d samples", JUMP_KINDS[kind], n)
+            if kind in (GROW, SHRINK) and not args.quiet:
+                ms = 1000.0 * (engine.buffer_samples - n) / engine.cfg.samplerate
+                why = "repeated underruns (busy?)" if kind == GROW else "on time for a while"
+                _say(f"output buffer {JUMP_KINDS[kind]}s to {ms:.1f} ms: {why}")
+        if now >= next_status:
+            next_status += args.status_every
+            if not args.quiet:
+                _say(_status(engine, control))
 
 
 def _finished(ended: list[bool], engine: LiveEngine) -> None:

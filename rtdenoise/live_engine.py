@@ -4,9 +4,10 @@ An input and an output PortAudio stream whose callbacks only copy (input into a 
 the output) and count status flags; a worker thread runs the streaming engine (resampling,
 STFT, model, overlap-add) on fixed-size chunks (one STFT hop at the device rate, also the
 default callback size) and writes ahead into the output ring. How much ahead, and how that is
-kept while the streams run, is planned in :mod:`.live_timing`; the engine carries the plans
-out: it arms the pipeline with the prefill, drops the trim with one crossfaded jump, steps back
-when a read comes too early after the trim, applies the drift slips, and crossfades to the
+kept while the streams run, is planned in :mod:`.live_timing`; the engine records what the
+plans need (callback bursts, when output was made and needed, the device loop latency) and
+carries them out: it arms the pipeline with the prefill, makes each requested jump of the
+output timeline (trim, grow, shrink, realign, slip) as one crossfade, and crossfades to the
 equally delayed dry input when the worker falls behind. The worker asks for SCHED_FIFO
 scheduling where it is permitted.
 """
@@ -25,7 +26,17 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .live_timing import LoopTracker, Preroll, Timeline, plan_prefill
+from .live_timing import (
+    GROW,
+    JUMP_KINDS,
+    SHRINK,
+    TRIM,
+    LoopLog,
+    Preroll,
+    Timeline,
+    TimingControl,
+    plan_prefill,
+)
 from .streamer import Streamer
 
 log = logging.getLogger(__name__)
@@ -61,7 +72,11 @@ class _Stats:
         self.underruns = 0  # times the worker fell behind (output switched to dry)
         self.dry_samples = 0
         self.worker_cpu = 0.0  # thread CPU seconds inside the engine
-        self.untrims = 0  # times a late read took the start-up trim back (also underruns)
+        self.late = 0  # worst samples missing at a read since the main thread last looked
+        #: per kind of jump (JUMP_KINDS): how many the output callback made, and their net
+        #: samples (+: ahead, less latency)
+        self.jumps = [0] * len(JUMP_KINDS)
+        self.jumped = [0] * len(JUMP_KINDS)
 
 
 def chunk_frames(streamer: Streamer) -> int:
@@ -144,7 +159,11 @@ class LiveEngine:
         #: worker chunk: one STFT hop at the device rate
         self.chunk = chunk_frames(streamer)
         self.fade = max(1, round(FADE_S * sr))
-        self._margin = round(cfg.margin_ms * sr / 1000)
+        #: samples processed output should be ready before a read needs it (--margin-ms)
+        self.margin = round(cfg.margin_ms * sr / 1000)
+        #: device input + output latency (s) as PortAudio reports it, where the callbacks give
+        #: no timestamps to measure the loop latency with
+        self.device_latency = 0.0
         size = 1 << max(12, math.ceil(math.log2(4 * sr)))  # >= 4 s: history for the dry path
         self._in = np.zeros(size, np.float32)
         self._out = np.zeros(size, np.float32)
@@ -171,16 +190,16 @@ class LiveEngine:
         self._sample_s = 1.0 / sr
         self.prefill = 0
         self.delay = 0
-        self._trim_request = 0  # main -> output callback: skip this many samples ahead
-        #: samples of the prefill dropped again after start-up (the streams did not need them)
-        self.trimmed = 0
+        self._map0 = 0  # output callback: out_map when armed (the loop latency's reference)
+        self._jump_n = 0  # main -> output callback: jump this many samples (+: ahead), once
+        self._jump_kind = TRIM
         self._warm_until = 0  # worker: output below this index is dry (after a resync)
         #: the callbacks before arming: bursts and device latencies, for the prefill
         self.preroll = Preroll()
-        #: when processed output was made and needed after start-up, for the trim
+        #: when processed output was made and needed after start-up, for the trim and shrinks
         self.timeline = Timeline()
-        #: device loop latency per output callback, and the drift slips that hold it
-        self.loop = LoopTracker(sr)
+        #: device loop latency per output callback, for realigns and drift
+        self.loop_log = LoopLog()
         self._clock = time.perf_counter
         self.last_callback = [self._clock(), self._clock()]
         self.error: BaseException | None = None
@@ -237,34 +256,27 @@ class LiveEngine:
                     self.preroll.record(1, now, frames, t.outputBufferDacTime - t.currentTime)
                     return
                 self.out_map = self._in_written - o  # newest input <-> this output sample
+                self._map0 = self.out_map
             q = o + self.out_map
             dac = t.outputBufferDacTime
             i_ref, a_ref = self._in_ref
-            st = self.stats
-            if dac > 0.0 and a_ref > 0.0:  # loop latency: DAC time of q - ADC time of input q
-                loop = dac - (a_ref + (q - i_ref) * self._sample_s)
-                self.out_map += self.loop.measure(loop)  # clock drift: slip to hold it
+            if dac > 0.0 and a_ref > 0.0:  # DAC time of o - ADC time of its input as armed
+                loop = dac - (a_ref + (o + self._map0 - i_ref) * self._sample_s)
+                self.loop_log.record(now, loop)
             avail = self._out_written - q
             if not self._dry and avail >= frames + self.fade:
-                trim = self._trim_request
-                if trim:  # (once, after start-up) drop buffering the stream turned out not to need
-                    self._trim_request = 0
-                    if trim <= avail - frames - self.fade:
-                        self._skip(q, trim, frames, out)
-                    else:
-                        _ring_read(self._out, q, out)
+                n = self._jump_n
+                if n:
+                    self._jump_n = 0
+                    if n > 0:  # ahead: only as far as is processed
+                        n = min(n, avail - frames - self.fade)
+                if n:
+                    self._skip(q, n, frames, out, self._jump_kind)
+                    q += n
                 else:
                     _ring_read(self._out, q, out)
-                    if self.timeline.on:
-                        self.timeline.record(1, now, q + frames + self.fade)
-            elif not self._dry and self.trimmed and avail + self.trimmed >= frames + self.fade:
-                # late after the trim (the streams' phase moved: different clocks, load): give
-                # back what was missing + the margin, with a crossfaded step instead of going dry
-                back = min(self.trimmed, frames + self.fade - avail + self._margin)
-                self.loop.move_ref(back * self._sample_s)
-                self._skip(q, -back, frames, out)
-                st.underruns += 1
-                st.untrims += 1
+                if self.timeline.on:
+                    self.timeline.record(1, now, q + frames + self.fade)
             else:
                 self._mix_dry(q, frames, avail, out)
             if outdata.shape[1] > 1:
@@ -298,15 +310,15 @@ class LiveEngine:
         self._out_written = start + p  # the ring is all zeros: [start, start + p) is silence
         self._armed = True
 
-    def _skip(self, q: int, n: int, frames: int, out: np.ndarray) -> None:
+    def _skip(self, q: int, n: int, frames: int, out: np.ndarray, kind: int) -> None:
         """(output callback) jump ``n`` samples ahead (back if negative) in the processed
-        output, crossfading from the old position into the new one; the loop latency is
-        measured afresh."""
+        output, crossfading from the old position into the new one; counted under ``kind``."""
         _ring_read(self._out, q, out)
         self._fade_into(q + n, frames, out)
         self.out_map += n
-        self.trimmed += n
-        self.loop.restart()
+        st = self.stats
+        st.jumps[kind] += 1
+        st.jumped[kind] += n
 
     def _fade_into(self, pos: int, frames: int, out: np.ndarray) -> None:
         """(output callback) ``out`` holds what was playing; crossfade from it into the
@@ -327,6 +339,8 @@ class LiveEngine:
         if frames > self._dry_buf.shape[0]:
             raise RuntimeError(f"callback of {frames} frames is larger than the rings")
         _ring_read(self._in, pos - self.delay, out)  # dry: always there
+        if frames + fade - avail > st.late:
+            st.late = frames + fade - avail
         if self._dry:
             if avail >= frames + fade:  # caught up: fade the processed signal back in
                 self._fade_into(pos, frames, out)
@@ -444,25 +458,43 @@ class LiveEngine:
         """From the pre-roll: (prefill samples, device input latency s, output latency s);
         see :func:`.live_timing.plan_prefill`."""
         cfg = self.cfg
-        return plan_prefill(self.preroll, cfg.blocksize, self.chunk, self.fade, self._margin)
+        return plan_prefill(self.preroll, cfg.blocksize, self.chunk, self.fade, self.margin)
 
     def plan_trim(self) -> int:
         """Samples of the prefill the recorded timeline shows were not needed beyond the
         margin; see :meth:`.live_timing.Timeline.plan_trim`."""
         return self.timeline.plan_trim(self.cfg.margin_ms / 1000.0, self.prefill)
 
-    def trim(self, n: int) -> None:
-        """Ask the output callback to skip ``n`` samples ahead (with a crossfade), once."""
-        self._trim_request = max(0, n)
+    def jump(self, n: int, kind: int) -> None:
+        """Ask the output callback to jump its timeline ``n`` samples (+: ahead, less latency;
+        ahead only as far as is processed) with a crossfade, once; ``kind`` in JUMP_KINDS."""
+        self._jump_kind = kind
+        self._jump_n = n
 
     @property
-    def trim_pending(self) -> bool:
-        return self._trim_request > 0
+    def jump_pending(self) -> bool:
+        return self._jump_n != 0
+
+    def steer(self, control: TimingControl) -> tuple[int, int] | None:
+        """(main thread) One tick of ``control``; make the jump it decides. -> (n, kind)."""
+        if self.jump_pending:
+            return None
+        st = self.stats
+        late, st.late = st.late, 0
+        decision = control.tick(self.now(), st.underruns, late, st.jumped)
+        if decision is not None:
+            self.jump(*decision)
+        return decision
 
     @property
     def buffer_samples(self) -> int:
-        """Output buffering in effect: the prefill less what was trimmed after start-up."""
-        return self.prefill - self.trimmed
+        """Output buffering in effect: the prefill less the trim and shrinks, plus the grows."""
+        jumped = self.stats.jumped
+        return self.prefill - jumped[TRIM] - jumped[GROW] - jumped[SHRINK]
+
+    def now(self) -> float:
+        """The engine's clock (s): what the callbacks' and the worker's records are timed by."""
+        return self._clock()
 
     def arm(self, prefill: int) -> None:
         """Ask the input callback to start the pipeline with ``prefill`` samples of buffering."""

@@ -1,37 +1,46 @@
 """Latency planning for live mode: how much output buffering, and keeping the latency put.
 
-Three measurements, each filled by the audio callbacks or the worker into preallocated arrays
-and read by the main thread:
+The audio callbacks and the worker only record, into preallocated arrays; the main thread
+reads the records and decides; the output callback carries a decision out as one crossfaded
+jump of its timeline (:meth:`.live_engine.LiveEngine.jump`), of one of :data:`JUMP_KINDS`.
 
 * :class:`Preroll`: the callbacks of the first half second (before the pipeline is armed):
   the largest bursts of back-to-back callbacks and the device latencies. :func:`plan_prefill`
   sizes the output buffer from them for the worst phase between the two streams' bursts.
 * :class:`Timeline`: when the worker made processed output up to an index and when an output
-  callback needed it. :meth:`Timeline.plan_trim` finds how much of the prefill every recorded
-  read could have done without beyond the margin: the real phase is not the worst one.
-* :class:`LoopTracker`: the device loop latency (DAC time of an output sample minus the ADC
-  time of the input sample it was made from) per output callback, and the one-sample slips
-  that hold it where it was when the latency was printed (clock drift between the devices).
+  callback needed it. :meth:`Timeline.plan_trim` finds how much buffering every recorded read
+  could have done without beyond the margin: the real phase is not the worst one (the *trim*
+  after start-up, the *shrink* after a grown buffer was not needed for a while).
+* :class:`LoopLog`: the device loop latency ``D`` per output callback: the DAC time of an
+  output sample minus the ADC time of the input sample the original mapping gives it, so
+  that our own jumps do not move it. ``D`` moves only when a device timeline moves: an xrun
+  (a step) or clock drift (a slope).
+* :class:`DriftEstimator`: the drift rate of ``D`` over long windows of 1 s medians, with the
+  steps taken out, so that xruns and scheduling jitter do not read as drift.
+* :class:`TimingControl`: ticked by the main thread; holds the latency where it was printed.
+  A step of ``D`` (an xrun) -> one *realign* jump by the whole step; drift -> one-sample
+  *slips* at the estimated rate (none while the rate is within the dead band); repeated
+  underruns of the worker -> the output buffer *grows* by the worst lateness + the margin
+  (a jitter buffer); a grown buffer that the timeline shows unneeded for a while *shrinks*.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: what a jump of the output timeline is for; the engine counts jumps and samples per kind
+JUMP_KINDS = ("trim", "grow", "shrink", "realign", "slip")
+TRIM, GROW, SHRINK, REALIGN, SLIP = range(len(JUMP_KINDS))
+
 #: callbacks closer together than this belong to one burst (sizing the output prefill)
 BURST_GAP_S = 0.001
-#: drift between the input and output clocks (or an xrun that moved one timeline): the output
-#: slips one sample per callback while the smoothed device loop latency (from the callback
-#: timestamps) is this far from the value printed at start
-DRIFT_LIMIT_S = 0.002
-#: smoothing of the loop latency per output callback (time constant ~ 200 callbacks)
-LOOP_SMOOTHING = 0.005
-#: seconds of armed run over which the device loop latency is averaged for the start line
+#: seconds of armed run over which the device loop latency is taken for the start line
 LOOP_SETTLE_S = 0.3
 #: seconds of armed run over which the output callbacks' timing is recorded for the trim. The
 #: phase between the two streams' bursts wobbles: under PulseAudio with a 44.1 kHz stream on a
@@ -41,6 +50,51 @@ TRIM_WINDOW_S = 2.0
 #: the trim plan ignores output callbacks this close to the end of its recording (their data
 #: may come after it)
 TRIM_HORIZON_S = 0.06
+#: the drift estimator's blocks: the median loop latency of the callbacks of each second
+DRIFT_BLOCK_S = 1.0
+#: a change of the block median larger than this is a step (an xrun moved a timeline), not
+#: drift: real clocks differ by < 500 ppm, 0.5 ms per block
+DRIFT_STEP_S = 0.0015
+#: drift is the least-squares slope of the step-free block medians over this many seconds...
+DRIFT_WINDOW_S = 300.0
+#: ...once they span at least this many
+DRIFT_MIN_SPAN_S = 10.0
+#: slips follow the drift line only where its slope is this many standard errors from zero
+#: and it has moved this many times the residuals' spread over the window: on one clock
+#: under PulseAudio the block medians wander +-1 ms in a sawtooth of 10-20 s (the phase of
+#: the callbacks against the server's period, measured), which over a 20-60 s window reads
+#: as up to 20 ppm of slope with small standard errors
+DRIFT_SIGNIFICANCE = 4.0
+DRIFT_WANDER = 3.0
+#: no slips while the estimated drift is within this (20 ppm = 1.2 ms per minute): scheduling
+#: jitter under load reads as up to ~0.5 ms/min on one clock (measured), real clocks differ
+#: by 20-200 ppm; what is left is caught by a realign every few minutes
+DRIFT_DEADBAND = 20e-6
+#: the loop latency now: the median over the output callbacks of this many seconds
+REALIGN_WINDOW_S = 0.5
+#: the timeline is realigned when the loop latency now is this far from the held value...
+REALIGN_MIN_S = 0.004
+#: ...on this many ticks in a row (the median window has moved past the step)...
+REALIGN_CONFIRM = 3
+#: ...and not sooner than this after the last realign. A realign ahead (less latency) goes
+#: only as far as the output callbacks since the step found processed output to spare
+#: beyond the margin (the timeline): under load PulseAudio's reported latency also wanders
+#: by tens of ms without an xrun (measured), and a jump ahead on that would underrun.
+REALIGN_HOLD_S = 1.0
+#: the output buffer grows after this many underruns...
+GROW_AFTER = 2
+#: ...within this many seconds
+GROW_WINDOW_S = 10.0
+#: ...and at least this long after the second (time for a step of the loop latency that
+#: explains them to show in the median and be realigned instead)
+GROW_SETTLE_S = 0.6
+#: the most the output buffer may grow beyond the start-up plan; a worker later than that
+#: is stalled, not jittery, and the callback plays the dry input instead
+MAX_GROW_S = 0.2
+#: a grown buffer shrinks when nothing came late for this long
+SHRINK_AFTER_S = 30.0
+#: shrinks smaller than this are not worth a jump
+SHRINK_MIN_S = 0.002
 
 
 class Preroll:
@@ -100,53 +154,72 @@ def plan_prefill(
     return burst_in + burst_out + pending + fade + margin, lat_in, lat_out
 
 
+class _Ring:
+    """The last ``capacity`` of a stream of records (time + columns), written by one thread,
+    read by another: :meth:`since` copies out those from a time on (main thread only)."""
+
+    def __init__(self, capacity: int, columns: int, dtype: type = np.float64) -> None:
+        self.n = 0  # records written since the start
+        self.t = np.zeros(capacity, np.float64)
+        self.v = np.zeros((columns, capacity), dtype)
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def order(self, start: int = 0) -> np.ndarray:
+        """Ring positions of the records from number ``start`` on, oldest first (at most the
+        last ``capacity``; one more is dropped in case the writer is overwriting it)."""
+        cap = self.t.shape[0]
+        n = self.n
+        start = max(start, n - cap + 1)
+        return np.arange(start, n) % cap
+
+    def since(self, t0: float) -> tuple[np.ndarray, np.ndarray]:
+        """(times, values [columns, k]) of the records at ``t0`` or later, oldest first."""
+        idx = self.order()
+        idx = idx[self.t[idx] >= t0]
+        return self.t[idx], self.v[:, idx]
+
+
 class Timeline:
     """When processed output up to an index was made (side 0, the worker) and when an output
-    callback needed it (side 1): [side] x (time s, output index), recorded while :attr:`on`."""
+    callback needed it (side 1): [side] x (time s, output index), recorded while :attr:`on`.
+    Rings: the last ``capacity`` records of each side (~60 s at the default chunk)."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 16384) -> None:
         self.on = False
-        self.n = [0, 0]
-        self.t = np.zeros((2, capacity), np.float64)
-        self.i = np.zeros((2, capacity), np.int64)
+        self._rings = (_Ring(capacity, 1, np.int64), _Ring(capacity, 1, np.int64))
 
     def record(self, side: int, now: float, index: int) -> None:
         """(worker or callback) output up to ``index`` was made (0) / needed (1) at ``now``."""
-        n = self.n[side]
-        if n < self.t.shape[1]:
-            self.t[side, n] = now
-            self.i[side, n] = index
-            self.n[side] = n + 1
+        ring = self._rings[side]
+        k = ring.n % ring.t.shape[0]
+        ring.t[k] = now
+        ring.v[0, k] = index
+        ring.n += 1
 
     def start(self) -> None:
         """Start recording afresh."""
-        self.n = [0, 0]
+        for ring in self._rings:
+            ring.clear()
         self.on = True
 
     def stop(self) -> None:
         self.on = False
 
-    def spare(self, n: int = 0) -> float:
+    def spare(self, n: int = 0, since: float = -math.inf) -> float:
         """The least time (s) between processed output being made and an output callback
-        reading it (+ the crossfade), had the output been ``n`` samples further ahead; -inf if
-        a read would have come first, +inf if nothing was recorded."""
-        nw, nr = self.n
-        made_t, made_i = self.t[0, :nw], self.i[0, :nw]
-        read_t, need = self.t[1, :nr], self.i[1, :nr]
-        if nw < 2:
-            return math.inf
-        # reads whose data was all made while recording; later ones may need what came after
-        keep = (need > made_i[0]) & (read_t < made_t[-1] - TRIM_HORIZON_S)
-        if not keep.any():
-            return math.inf
-        idx = np.searchsorted(made_i, need[keep] + n)  # the chunk that made the needed sample
-        if idx.max() >= nw:
-            return -math.inf
-        return float(np.min(read_t[keep] - made_t[idx]))
+        reading it (+ the crossfade), had the output been ``n`` samples further ahead, over
+        the records from time ``since`` on; -inf if a read would have come first, +inf if
+        nothing was recorded."""
+        made_t, made_i = self._rings[0].since(since)
+        read_t, need = self._rings[1].since(since)
+        return _spare(made_t, made_i[0], read_t, need[0], n)
 
-    def plan_trim(self, margin_s: float, most: int) -> int:
+    def plan_trim(self, margin_s: float, most: int, since: float = -math.inf) -> int:
         """Samples of output buffering to drop (at most ``most``): the most that leaves every
-        recorded output callback finding what it reads made at least ``margin_s`` before.
+        output callback recorded since ``since`` finding what it reads made at least
+        ``margin_s`` before.
 
         The prefill assumes the worst phase between input and output bursts and no worker
         time. While both streams run on one clock the phase only wobbles within the range the
@@ -155,76 +228,281 @@ class Timeline:
         a callback that comes while the worker is half-way through a burst finds a chunk more
         or less depending on who wins the race.
         """
-        if not margin_s <= self.spare(0) < math.inf:
+        made_t, made_i = self._rings[0].since(since)
+        read_t, need = self._rings[1].since(since)
+        spare = _spare(made_t, made_i[0], read_t, need[0], 0)
+        if not margin_s <= spare < math.inf:
             return 0
-        lo, hi = 0, most  # spare falls as n grows: bisect
+        lo, hi = 0, most  # the spare falls as n grows: bisect
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.spare(mid) >= margin_s:
+            if _spare(made_t, made_i[0], read_t, need[0], mid) >= margin_s:
                 lo = mid
             else:
                 hi = mid - 1
         return lo
 
 
-class LoopTracker:
-    """The device loop latency per output callback, and the drift slips that hold it.
+def _spare(
+    made_t: np.ndarray, made_i: np.ndarray, read_t: np.ndarray, need: np.ndarray, n: int
+) -> float:
+    if len(made_t) < 2:
+        return math.inf
+    # reads whose data was all made while recording; later ones may need what came after
+    keep = (need > made_i[0]) & (read_t < made_t[-1] - TRIM_HORIZON_S)
+    if not keep.any():
+        return math.inf
+    idx = np.searchsorted(made_i, need[keep] + n)  # the chunk that made the needed sample
+    if idx.max() >= len(made_t):
+        return -math.inf
+    return float(np.min(read_t[keep] - made_t[idx]))
 
-    :meth:`measure` takes one callback's loop latency (s) and returns the slip to apply (+1:
-    the output plays one sample newer, -1: it repeats one, 0). Plain floats and ints: the
-    output callback calls it, the main thread reads it.
+
+class LoopLog(_Ring):
+    """The device loop latency ``D`` (s) of each output callback, with its time: a ring of the
+    last ``capacity`` (the output callback writes, the main thread reads)."""
+
+    def __init__(self, capacity: int = 16384) -> None:
+        super().__init__(capacity, 1)
+
+    def record(self, now: float, loop: float) -> None:
+        """(output callback) one measurement."""
+        k = self.n % self.t.shape[0]
+        self.t[k] = now
+        self.v[0, k] = loop
+        self.n += 1
+
+    def median(self, since: float) -> float | None:
+        """Median loop latency of the callbacks from time ``since`` on (None if none)."""
+        _, v = self.since(since)
+        return float(np.median(v[0])) if v.shape[1] else None
+
+
+class DriftEstimator:
+    """Clock drift between the streams, from the loop latency over long windows.
+
+    The loop latency of each :data:`DRIFT_BLOCK_S` is its median (robust to the callbacks an
+    xrun or a scheduling delay displaced). A change of more than :data:`DRIFT_STEP_S` from one
+    block to the next, or over two blocks (a step half-way through a block leaves its median
+    between the two levels), is a step: the blocks on either side are left out and the series
+    is cut there. The drift is the least-squares slope (s per s) common to the pieces, each
+    with its own level, over the last :data:`DRIFT_WINDOW_S`; None while the pieces span less
+    than :data:`DRIFT_MIN_SPAN_S`. Main thread only (it reads a :class:`LoopLog`).
     """
 
-    def __init__(self, sample_rate: int) -> None:
-        self.sum = 0.0  # sum over output callbacks of (DAC time - ADC time of that input)
+    def __init__(self, capacity: int = 1024) -> None:
+        self.t = np.zeros(capacity, np.float64)  # block start times
+        self.m = np.zeros(capacity, np.float64)  # block medians
+        self.piece = np.zeros(capacity, np.int64)  # which piece between steps
+        self.ok = np.zeros(capacity, bool)  # not next to a step
         self.n = 0
-        self.ema = 0.0  # smoothed loop latency (s): moves if the two clocks drift
-        self.slips = 0  # net one-sample slips of the output against the input (drift)
-        self.ref: float | None = None  # main -> output callback: loop latency to hold
-        self._sample_s = 1.0 / sample_rate
+        self.steps = 0  # steps found (xruns)
+        self._read = 0  # LoopLog records consumed
+        self._block: list[float] = []
+        self._block_t = 0.0
+        self._fit_cache: tuple[int, tuple | None] = (-1, None)
 
-    def measure(self, loop: float) -> int:
-        """(output callback) one loop latency measurement -> slip (+1, -1 or 0)."""
-        self.sum += loop
-        self.n += 1
-        self.ema += (loop - self.ema) * LOOP_SMOOTHING if self.n > 1 else loop
-        ref = self.ref
-        if ref is None:
-            return 0
-        if self.ema - ref > DRIFT_LIMIT_S:  # output late: play a newer sample
-            self.ema -= self._sample_s
-            self.slips += 1
-            return 1
-        if ref - self.ema > DRIFT_LIMIT_S:  # output early: repeat one
-            self.ema += self._sample_s
-            self.slips -= 1
-            return -1
-        return 0
+    def start(self, loop_log: LoopLog) -> None:
+        """Estimate from the records written from now on."""
+        self.n = self.steps = 0
+        self._block = []
+        self._read = loop_log.n
 
-    def restart(self) -> None:
-        """(output callback) the output timeline jumped: measure the mean afresh."""
-        self.sum = 0.0
-        self.n = 0
+    def update(self, loop_log: LoopLog) -> None:
+        """Take in the records written since the last call."""
+        idx = loop_log.order(self._read)
+        self._read = loop_log.n
+        for t, d in zip(loop_log.t[idx].tolist(), loop_log.v[0, idx].tolist(), strict=True):
+            if not self._block:
+                self._block_t = t
+            elif t - self._block_t >= DRIFT_BLOCK_S:
+                self._close_block()
+                self._block_t = t
+            self._block.append(d)
 
-    def hold(self, loop: float) -> None:
-        """Start drift compensation: hold the loop latency at ``loop`` seconds (the value
-        printed at start), also after an xrun has moved it."""
-        if self.n:
-            self.ema = loop  # track from the mean, not from one noisy callback
-            self.ref = loop
+    def _close_block(self) -> None:
+        cap = self.t.shape[0]
+        k = self.n
+        m = float(np.median(self._block))
+        self._block = []
+        self.t[k % cap], self.m[k % cap], self.ok[k % cap] = self._block_t, m, True
+        self.piece[k % cap] = self.piece[(k - 1) % cap] if k else 0
+        self.n = k + 1
+        if k == 0:
+            return
+        step = abs(m - self.m[(k - 1) % cap]) > DRIFT_STEP_S
+        if not step and k >= 2 and self.piece[(k - 1) % cap] == self.piece[(k - 2) % cap]:
+            step = abs(m - self.m[(k - 2) % cap]) > DRIFT_STEP_S
+        if step:
+            self.steps += 1
+            self.piece[k % cap] += 1
+            self.ok[k % cap] = self.ok[(k - 1) % cap] = False
 
-    def move_ref(self, seconds: float) -> None:
-        """(output callback) the output buffer grew by ``seconds``: hold that instead."""
-        if self.ref is not None:
-            self.ref += seconds
+    def _fit(self) -> tuple[float, float, float, tuple[float, float] | None] | None:
+        """The least-squares line through the window: (slope, its standard error, how far
+        it moves over the window in residual spreads, (time, level) of the last piece's
+        centre or None if it is too short), or None."""
+        if self._fit_cache[0] == self.n:
+            return self._fit_cache[1]
+        cap = self.t.shape[0]
+        idx = np.arange(max(0, self.n - cap), self.n) % cap
+        fit = None
+        if len(idx):
+            idx = idx[(self.t[idx] >= self.t[idx[-1]] - DRIFT_WINDOW_S) & self.ok[idx]]
+            t, m, piece = self.t[idx], self.m[idx], self.piece[idx]
+            dt, dm = t.copy(), m.copy()
+            span = 0.0
+            centre = None
+            for p in np.unique(piece):
+                sel = piece == p
+                centre = None
+                if sel.sum() >= 2:
+                    centre = float(t[sel].mean()), float(m[sel].mean())
+                    span += float(t[sel][-1] - t[sel][0])
+                    dt[sel] -= centre[0]
+                    dm[sel] -= centre[1]
+                else:
+                    dt[sel] = dm[sel] = 0.0  # a piece of one block tells nothing
+            free = len(t) - len(np.unique(piece)) - 1
+            if span >= DRIFT_MIN_SPAN_S and free > 0:
+                slope = float(dt @ dm / (dt @ dt))
+                residual = dm - slope * dt
+                spread = math.sqrt(float(residual @ residual) / free)
+                se = spread / math.sqrt(float(dt @ dt))
+                fit = slope, se, abs(slope) * span / max(spread, 1e-9), centre
+        self._fit_cache = (self.n, fit)
+        return fit
 
-    def drift_seconds(self) -> float:
-        """How far the output clock moved against the input since :meth:`hold` (s):
-        positive = the output ran slow (latency would have grown)."""
-        if self.ref is None:
-            return 0.0
-        return self.ema + self.slips * self._sample_s - self.ref
+    @property
+    def rate(self) -> float | None:
+        """Drift in seconds of loop latency per second (+: the output clock runs slow);
+        None until the window spans DRIFT_MIN_SPAN_S."""
+        fit = self._fit()
+        return None if fit is None else fit[0]
 
-    def mean(self) -> float:
-        """Mean loop latency (s) since the last jump; 0 if the host gives no timestamps."""
-        return self.sum / self.n if self.n else 0.0
+    @property
+    def significant(self) -> bool:
+        """True if the drift is beyond the dead band and DRIFT_SIGNIFICANCE standard errors."""
+        fit = self._fit()
+        if fit is None:
+            return False
+        slope, se, moved, _ = fit
+        return abs(slope) > max(DRIFT_DEADBAND, DRIFT_SIGNIFICANCE * se) and moved > DRIFT_WANDER
+
+    def level(self, now: float) -> float | None:
+        """The loop latency the drift line of the last piece gives at ``now`` (s)."""
+        fit = self._fit()
+        if fit is None or fit[3] is None:
+            return None
+        rate, _, _, (t_centre, m_centre) = fit
+        return m_centre + rate * (now - t_centre)
+
+
+class TimingControl:
+    """Holds the latency where it was printed: realigns, slips, grows and shrinks.
+
+    Ticked by the main thread (every ~50 ms) with the engine's counters; returns the jump the
+    output callback should make, ``(samples, kind)`` (+: ahead, less latency), or None.
+    ``jumped[kind]`` is the engine's net samples jumped per kind (what it really did).
+    """
+
+    def __init__(self, sample_rate: int, margin: int, loop_log: LoopLog, timeline: Timeline):
+        self.sr = sample_rate
+        self.margin = margin
+        self.loop_log = loop_log
+        self.timeline = timeline
+        self.drift = DriftEstimator()
+        self.ref: float | None = None  # the loop latency held (s)
+        self._realign_ticks = 0
+        self._last_realign = -math.inf
+        self._step_t = -math.inf  # when the loop latency moved away from the held value
+        self._underruns_seen = 0
+        self._underrun_times: deque[float] = deque(maxlen=GROW_AFTER)
+        self._late = 0  # worst lateness (samples) of the underruns not yet answered
+        self._grow_due: float | None = None  # when GROW_AFTER underruns came close together
+        self._last_change = -math.inf  # last underrun, grow or shrink
+
+    def hold(self, now: float, underruns: int) -> float | None:
+        """Hold the loop latency of the last LOOP_SETTLE_S (s; None without timestamps)."""
+        self.ref = self.loop_log.median(now - LOOP_SETTLE_S)
+        self.drift.start(self.loop_log)
+        self._underruns_seen = underruns
+        self._last_change = now
+        return self.ref
+
+    def loop_now(self, now: float, jumped: list[int]) -> float | None:
+        """The device loop latency now less what the realigns and slips took off: the
+        latency beyond the engine and the output buffer (s; None without timestamps)."""
+        d = self.loop_log.median(now - REALIGN_WINDOW_S)
+        if d is None:
+            return None
+        return d - (jumped[REALIGN] + jumped[SLIP]) / self.sr
+
+    def tick(
+        self, now: float, underruns: int, late: int, jumped: list[int]
+    ) -> tuple[int, int] | None:
+        """One decision: ``underruns`` so far, ``late`` the worst samples missing at a read
+        since the last tick, ``jumped`` the engine's net jumps per kind."""
+        self.drift.update(self.loop_log)
+        if underruns > self._underruns_seen:
+            self._underruns_seen = underruns
+            times = self._underrun_times
+            times.append(now)
+            if self._grow_due is None and len(times) == GROW_AFTER:
+                if times[-1] - times[0] <= GROW_WINDOW_S:
+                    self._grow_due = now
+            self._last_change = now
+        self._late = max(self._late, late)
+        if self.ref is None:  # no timestamps: only the buffer adapts
+            return self._buffer(now, jumped)
+        # a step of the device loop latency (an xrun): one jump by all of it
+        d_now = self.loop_log.median(now - REALIGN_WINDOW_S)
+        if d_now is not None:
+            err = round((d_now - self.ref) * self.sr) - jumped[REALIGN] - jumped[SLIP]
+            if abs(err) >= REALIGN_MIN_S * self.sr:
+                if not self._realign_ticks:  # the step came about half a window ago
+                    self._step_t = now - REALIGN_WINDOW_S / 2
+                self._realign_ticks += 1
+                if (
+                    self._realign_ticks < REALIGN_CONFIRM
+                    or now < self._last_realign + REALIGN_HOLD_S
+                ):
+                    return None  # no buffer decisions while the timeline may be off
+                self._realign_ticks = 0
+                self._last_realign = now
+                if err > 0:  # ahead (less latency): only as far as the reads since show spare
+                    err = self.timeline.plan_trim(self.margin / self.sr, err, since=self._step_t)
+                if err:
+                    self._underrun_times.clear()  # what came late was the step's doing
+                    self._grow_due = None
+                    self._late = 0
+                    return err, REALIGN
+            else:
+                self._realign_ticks = 0
+        # clock drift: one-sample slips (at most one a tick) along the drift line
+        level = self.drift.level(now) if self.drift.significant else None
+        if level is not None:
+            want = round((level - self.ref) * self.sr) - jumped[REALIGN] - jumped[SLIP]
+            if want:
+                return (1 if want > 0 else -1), SLIP
+        return self._buffer(now, jumped)
+
+    def _buffer(self, now: float, jumped: list[int]) -> tuple[int, int] | None:
+        """Grow after repeated underruns; shrink what was grown when it was not needed."""
+        grown = -(jumped[GROW] + jumped[SHRINK])
+        if self._grow_due is not None and now >= self._grow_due + GROW_SETTLE_S:
+            room = round(MAX_GROW_S * self.sr) - grown
+            step = min(self._late + self.margin, room)
+            self._underrun_times.clear()
+            self._grow_due = None
+            self._late = 0
+            if step > 0:
+                self._last_change = now
+                return -step, GROW
+        if grown > 0 and now - self._last_change >= SHRINK_AFTER_S:
+            since = self._last_change
+            self._last_change = now
+            step = self.timeline.plan_trim(self.margin / self.sr, grown, since=since)
+            if step >= SHRINK_MIN_S * self.sr:
+                return step, SHRINK
+        return None
