@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from . import devices
+from . import devices, virtual_mic
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args
 from .live_engine import LiveConfig, LiveEngine, chunk_frames
@@ -135,10 +135,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "-o",
         "--output",
-        default="speakers",
         metavar="DEV",
         help="output device: 'speakers' (system default), an index or part of a name "
         "(default: speakers)",
+    )
+    dev.add_argument(
+        "--virtual-mic",
+        nargs="?",
+        const=virtual_mic.DEFAULT_NAME,
+        metavar="NAME",
+        help="instead of an output device, denoise into a new virtual microphone that call "
+        "apps list as 'NAME (denoised microphone)' (PulseAudio or PipeWire, via pactl; "
+        f"removed again on exit; default NAME: {virtual_mic.DEFAULT_NAME})",
     )
     dev.add_argument(
         "-r",
@@ -265,14 +273,39 @@ def _warm_up(streamer: Streamer, chunk: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Open the devices, run until --duration, Ctrl-C or SIGTERM, print a summary."""
+    """Open the devices (or the virtual mic), run until --duration, Ctrl-C or SIGTERM, print a
+    summary."""
+    if args.virtual_mic is not None:
+        if args.output is not None:
+            raise UserError("give --output or --virtual-mic, not both")
+        virtual_mic.check_name(args.virtual_mic)
+        virtual_mic.check_server()
     sd = devices.import_sounddevice()
     in_dev = devices.resolve_device(args.input, "input")
-    out_dev = devices.resolve_device(args.output, "output")
     rate = args.samplerate if args.samplerate is not None else in_dev.default_samplerate
     if not rate > 0 or int(rate) != rate:
         raise UserError(f"--samplerate must be a positive whole number of Hz, got {rate:g}")
     rate = int(rate)
+    if args.virtual_mic is None:
+        out_dev = devices.resolve_device(args.output or "speakers", "output")
+        return _run(args, sd, in_dev, out_dev, rate)
+    with virtual_mic.VirtualMic(args.virtual_mic, rate) as mic:
+        try:
+            out_dev = devices.resolve_device(mic.output_device(), "output")
+        except UserError as exc:
+            raise UserError(
+                f"--virtual-mic writes through PortAudio's ALSA device "
+                f"'{virtual_mic.PULSE_DEVICE}' ({exc}; Debian/Ubuntu: apt-get install "
+                "libasound2-plugins)"
+            ) from None
+        _say(f"virtual microphone: pick '{mic.name} (denoised microphone)' in the call app")
+        return _run(args, sd, in_dev, out_dev, rate)
+
+
+def _run(
+    args: argparse.Namespace, sd: Any, in_dev: devices.Device, out_dev: devices.Device, rate: int
+) -> int:
+    """Run the engine between two resolved devices (see :func:`run`)."""
     devices.check_settings(in_dev, out_dev, rate)
     if args.duration is not None and not args.duration > 0:
         raise UserError(f"--duration must be > 0 seconds, got {args.duration:g}")
@@ -333,10 +366,11 @@ def run(args: argparse.Namespace) -> int:
     stopped_by: list[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        stopped_by.append("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
+        stopped_by.append("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
         engine.stop_event.set()
 
-    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)  # a callback waits at most this long for the GIL
     stall_s = max(STALL_S, 5 * (in_stream.latency + out_stream.latency))
