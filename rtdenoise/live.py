@@ -67,8 +67,10 @@ log = logging.getLogger(__name__)
 PREROLL_S = 0.5
 #: seconds between status lines
 STATUS_EVERY_S = 5.0
-#: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled
-STALL_S = 2.0
+#: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled.
+#: Under heavy load PulseAudio's ALSA plugin was seen to recover from an output underrun only
+#: after ~2 s; the realign makes up for that, so only a longer silence ends the run.
+STALL_S = 5.0
 
 
 # --------------------------------------------------------------------------- CLI
@@ -491,9 +493,11 @@ def _settle(engine: LiveEngine, stall_s: float, seconds: float, end: float | Non
 
 
 def _check_stall(engine: LiveEngine, stall_s: float) -> None:
-    if time.perf_counter() - min(engine.last_callback) > stall_s:
+    last = engine.last_callback
+    if time.perf_counter() - min(last) > stall_s:
+        side = "input" if last[0] <= last[1] else "output"
         raise UserError(
-            f"the audio stream stopped delivering audio for {stall_s:.1f} s "
+            f"the {side} stream stopped delivering audio for {stall_s:.1f} s "
             "(try a larger --latency or --blocksize)",
             exit_code=1,
         )

@@ -210,9 +210,9 @@ class Timeline:
     def spare(self, n: int = 0, since: float = -math.inf) -> float:
         """The least time (s) between processed output being made and an output callback
         reading it (+ the crossfade), had the output been ``n`` samples further ahead, over
-        the records from time ``since`` on; -inf if a read would have come first, +inf if
-        nothing was recorded."""
-        made_t, made_i = self._rings[0].since(since)
+        the reads from time ``since`` on (and all the output made that the rings hold); -inf
+        if a read would have come first, +inf if nothing was recorded."""
+        made_t, made_i = self._rings[0].since(-math.inf)
         read_t, need = self._rings[1].since(since)
         return _spare(made_t, made_i[0], read_t, need[0], n)
 
@@ -228,7 +228,7 @@ class Timeline:
         a callback that comes while the worker is half-way through a burst finds a chunk more
         or less depending on who wins the race.
         """
-        made_t, made_i = self._rings[0].since(since)
+        made_t, made_i = self._rings[0].since(-math.inf)  # reads may need older output
         read_t, need = self._rings[1].since(since)
         spare = _spare(made_t, made_i[0], read_t, need[0], 0)
         if not margin_s <= spare < math.inf:

@@ -22,7 +22,7 @@ import soundfile as sf
 
 from rtdenoise.virtual_mic import TAG
 from tests.audio_server import SINK_RATE, LiveRun, add_noise, speech_like
-from tests.test_live import DEFAULT_MODEL, _one_error_line, _si_sdr, _with_one_retry
+from tests.test_live import DEFAULT_MODEL, _align, _one_error_line, _si_sdr, _with_one_retry
 
 LEAD_S = 1.0
 
@@ -39,16 +39,6 @@ def _live(server: object, name: str, *args: str) -> LiveRun:
         ["--input", "rtd_in", "--virtual-mic", name, "-r", str(SINK_RATE), "--latency", "0.2",
          "--margin-ms", "30", *args],
     )  # fmt: skip
-
-
-def _align_at_device_rate(ref: np.ndarray, rec: np.ndarray, max_lag: int) -> np.ndarray:
-    """rec moved by the whole number of device-rate samples that best lines it up with ref."""
-    n = len(ref) + len(rec)
-    corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(ref, n)), n)
-    lag = int(np.argmax(corr[:max_lag]))
-    out = rec[lag : lag + len(ref)]
-    assert len(out) == len(ref), f"recording too short for lag {lag}"
-    return out
 
 
 @pytest.mark.live
@@ -91,7 +81,7 @@ def test_a_recorder_on_the_virtual_mic_gets_denoised_speech(
         finally:
             summary = live.stop()
         y = np.fromfile(raw, np.float32)
-        aligned = _align_at_device_rate(noisy, y, max_lag=len(y) - len(noisy))
+        aligned = _align(noisy, y, max_lag=len(y) - len(noisy))  # at the device rate
         gain = _si_sdr(clean, aligned) - _si_sdr(clean, noisy)
         assert gain >= 3.0, (gain, live.output)
         assert summary["xruns"] == 0, live.output
