@@ -70,10 +70,21 @@ DRIFT_WANDER = 3.0
 #: jitter under load reads as up to ~0.5 ms/min on one clock (measured), real clocks differ
 #: by 20-200 ppm; what is left is caught by a realign every few minutes
 DRIFT_DEADBAND = 20e-6
+#: for this long after the hold the timestamps are still converging: under PulseAudio the
+#: loop latency they give fell from ~50 to ~21 ms over the first ~12 s of a run while the
+#: real latency (clicks through the server) did not move by a sample (measured, busy
+#: machine). Meanwhile the held value follows slow changes (time constant CONVERGE_TAU_S)
+#: and only fast steps (xruns) are realigned; the drift estimate starts after it.
+CONVERGE_S = 15.0
+CONVERGE_TAU_S = 0.25
+#: a loop latency at the hold this much above the device latencies is time lost to xruns
+#: during start-up (not convergence): the device latencies are held instead
+STARTUP_LOSS_S = 0.1
 #: the loop latency now: the median over the output callbacks of this many seconds
 REALIGN_WINDOW_S = 0.5
-#: the timeline is realigned when the loop latency now is this far from the held value...
-REALIGN_MIN_S = 0.004
+#: the timeline is realigned when the loop latency now is this far from the held value (a
+#: jump is audible; PulseAudio's reported latency wanders by a few ms after an xrun)...
+REALIGN_MIN_S = 0.008
 #: ...on this many ticks in a row (the median window has moved past the step)...
 REALIGN_CONFIRM = 3
 #: ...and not sooner than this after the last realign. A realign ahead (less latency) goes
@@ -416,16 +427,24 @@ class TimingControl:
         self._realign_ticks = 0
         self._last_realign = -math.inf
         self._step_t = -math.inf  # when the loop latency moved away from the held value
+        self._hold_t = self._last_tick = 0.0
+        self._drift_started = False
         self._underruns_seen = 0
         self._underrun_times: deque[float] = deque(maxlen=GROW_AFTER)
         self._late = 0  # worst lateness (samples) of the underruns not yet answered
         self._grow_due: float | None = None  # when GROW_AFTER underruns came close together
         self._last_change = -math.inf  # last underrun, grow or shrink
 
-    def hold(self, now: float, underruns: int) -> float | None:
-        """Hold the loop latency of the last LOOP_SETTLE_S (s; None without timestamps)."""
+    def hold(self, now: float, underruns: int, expected: float = 0.0) -> float | None:
+        """Hold the loop latency of the last LOOP_SETTLE_S (s; None without timestamps), or
+        ``expected`` (the device latencies, s) if that was more by STARTUP_LOSS_S: a timeline
+        that lost time to xruns during start-up is then realigned like after any xrun."""
         self.ref = self.loop_log.median(now - LOOP_SETTLE_S)
-        self.drift.start(self.loop_log)
+        if self.ref is not None and expected > 0 and self.ref > expected + STARTUP_LOSS_S:
+            log.info("loop latency %.1f ms at start, expected %.1f", 1e3 * self.ref, 1e3 * expected)
+            self.ref = expected
+        self._hold_t = self._last_tick = now
+        self._drift_started = False
         self._underruns_seen = underruns
         self._last_change = now
         return self.ref
@@ -443,7 +462,13 @@ class TimingControl:
     ) -> tuple[int, int] | None:
         """One decision: ``underruns`` so far, ``late`` the worst samples missing at a read
         since the last tick, ``jumped`` the engine's net jumps per kind."""
-        self.drift.update(self.loop_log)
+        dt, self._last_tick = now - self._last_tick, now
+        converging = now < self._hold_t + CONVERGE_S
+        if not converging:
+            if not self._drift_started:
+                self.drift.start(self.loop_log)
+                self._drift_started = True
+            self.drift.update(self.loop_log)
         if underruns > self._underruns_seen:
             self._underruns_seen = underruns
             times = self._underrun_times
@@ -459,6 +484,8 @@ class TimingControl:
         d_now = self.loop_log.median(now - REALIGN_WINDOW_S)
         if d_now is not None:
             err = round((d_now - self.ref) * self.sr) - jumped[REALIGN] - jumped[SLIP]
+            if converging and abs(err) < REALIGN_MIN_S * self.sr / 2:  # follow slow changes
+                self.ref += (err / self.sr) * min(1.0, dt / CONVERGE_TAU_S)
             if abs(err) >= REALIGN_MIN_S * self.sr:
                 if not self._realign_ticks:  # the step came about half a window ago
                     self._step_t = now - REALIGN_WINDOW_S / 2

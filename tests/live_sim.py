@@ -197,7 +197,9 @@ class Devices:
     bursts of ``burst`` and each up to ``jitter`` s late (seeded); the worker runs
     ``worker_s`` after each input burst except during ``stalls`` (t0, t1). ``xruns``:
     (time, "in" | "out", seconds): an input overflow drops that much input, an output
-    underrun delays the output timeline by it.
+    underrun delays the output timeline by it. ``stamp_bias``: the DAC times the callbacks
+    are told are that much late at the start, decaying with ``stamp_tau`` (PulseAudio's
+    timing converging), while the samples are played on time.
     """
 
     sr: int = 8000
@@ -211,6 +213,8 @@ class Devices:
     stalls: list[tuple[float, float]] = field(default_factory=list)
     xruns: list[tuple[float, str, float]] = field(default_factory=list)
     seed: int = 0
+    stamp_bias: float = 0.0
+    stamp_tau: float = 3.0
 
     def adc(self, k: np.ndarray) -> np.ndarray:
         t = k / self.sr
@@ -292,7 +296,7 @@ def run_devices(
             stamp = Stamp(t, adc=adc[i])
             engine.input_callback(x[k[i] : k[i] + b, None], b, stamp, flags.get((0, i), 0))
         elif side == 1:
-            stamp = Stamp(t, dac=dac[i])
+            stamp = Stamp(t, dac=dac[i] + dev.stamp_bias * np.exp(-t / dev.stamp_tau))
             engine.output_callback(outdata, b, stamp, flags.get((1, i), 0))
             y[i * b : (i + 1) * b] = outdata[:, 0]
             played.armed[i] = engine.out_map is not None
@@ -324,7 +328,8 @@ def start_schedule(engine: LiveEngine, hold: list) -> dict[float, object]:
     def settle() -> object:
         sr = engine.cfg.samplerate
         control = TimingControl(sr, engine.margin, engine.loop_log, engine.timeline)
-        hold.extend([control, control.hold(engine.now(), engine.stats.underruns)])
+        expected = sum(engine.plan_prefill()[1:])  # the device latencies, as live.run does
+        hold.extend([control, control.hold(engine.now(), engine.stats.underruns, expected)])
         return lambda: engine.steer(control)
 
     return {

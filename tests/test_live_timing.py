@@ -16,6 +16,7 @@ import pytest
 
 from rtdenoise import live
 from rtdenoise.live_timing import (
+    CONVERGE_S,
     GROW,
     JUMP_KINDS,
     REALIGN,
@@ -38,6 +39,7 @@ from tests.live_sim import (
 )
 
 HOLD_S = 3.0  # start_schedule holds the latency here
+LOCKED_S = HOLD_S + CONVERGE_S  # ...and it is locked here (drift estimated from then on)
 
 
 @pytest.mark.parametrize("phase", [0.0, 0.3, 0.7])
@@ -107,12 +109,12 @@ def _less_growth(played, latency: np.ndarray, sr: int) -> np.ndarray:
 
 def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
     """Both streams on one clock with 3 ms of scheduling jitter; xruns move the output (an
-    underrun) or the input (an overflow) timeline by 5-300 ms. Each is answered by exactly one
+    underrun) or the input (an overflow) timeline by 10-300 ms. Each is answered by exactly one
     crossfaded realign, soon after, that takes the latency back to where it was held (+ the
     buffer growth, counted): exactly after a realign back (more latency); after one ahead,
     as far as the reads since show spare (the xrun moved the phase between the streams'
     bursts: up to one burst period short). No slips; the drift reads < 1 ms per minute."""
-    xruns = [(10.0, "out", 0.020), (20.0, "in", 0.015), (30.0, "out", 0.005), (40.0, "in", 0.006),
+    xruns = [(10.0, "out", 0.020), (20.0, "in", 0.015), (30.0, "out", 0.010), (40.0, "in", 0.012),
              (48.0, "out", 0.3)]  # fmt: skip
     dev = Devices(jitter=0.003, xruns=xruns)
     engine, played, control, lat, x = _run(dev, 60)
@@ -132,28 +134,65 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
         assert -1.5 / dev.sr <= seg[0] <= short + 1.5 / dev.sr  # ...where it was
     assert st.jumps[SLIP] == 0
     assert abs(60 * control.drift.rate) < 0.001  # < 1 ms per minute
-    assert control.drift.steps >= len(xruns)
+    assert control.drift.steps >= sum(t > LOCKED_S for t, _, _ in xruns)
     # every jump is a crossfade from the old timeline into the new one, nothing else moves
     assert check_jumps(engine, x, played.y, played.out_map) == sum(st.jumps)
 
 
+def test_converging_timestamps_are_followed_not_realigned() -> None:
+    """The DAC timestamps start 30 ms late and converge (time constant 3 s) while the samples
+    play on time: no jump at all, the latency does not move, and what the status line shows
+    converges to the real latency."""
+    dev = Devices(jitter=0.003, stamp_bias=0.030)
+    engine = make_engine(block=dev.block)
+    x = tone(dev.sr * 30, seed=5)
+    hold: list = []
+    shown: list[tuple[float, float]] = []
+    schedule = start_schedule(engine, hold)
+    schedule[25.0] = lambda: shown.append((25.0, live._latency_ms(engine, hold[0])))
+    played = run_devices(engine, x, dev, schedule)
+    lat = true_latency(engine, dev, played)
+    assert sum(engine.stats.jumps) == engine.stats.jumps[TRIM] == 1
+    seg = _at(played, lat, HOLD_S, 29.5)
+    np.testing.assert_allclose(seg, seg[0], atol=1e-9)
+    assert abs(shown[0][1] - 1000 * seg[0]) < 0.5
+
+
+def test_time_lost_before_the_latency_is_held_is_realigned_too() -> None:
+    """An output underrun of 200 ms during start-up (before the hold): the latency held and
+    printed is the one the device latencies give (not 200 ms more), and one realign brings
+    it there."""
+    dev = Devices(jitter=0.003, xruns=[(2.0, "out", 0.2)])
+    engine, played, control, lat, x = _run(dev, 12)
+    calm_engine, calm, calm_control, calm_lat, _ = _run(Devices(jitter=0.003), 12)
+    period = dev.burst * dev.block / dev.sr  # the device latencies count the wait for a burst
+    assert calm_control.ref <= control.ref <= calm_control.ref + period
+    assert engine.stats.jumps[REALIGN] == 1
+    settled = np.nanmedian(_at(played, lat, 6, 11.5))
+    assert abs(settled - np.nanmedian(_at(calm, calm_lat, 6, 11.5))) <= 2 * dev.block / dev.sr
+
+
 @pytest.mark.parametrize("ppm", [-150.0, 150.0])
 def test_clock_drift_is_followed_by_slips_that_hold_the_latency(ppm: float) -> None:
-    """The output clock 150 ppm fast or slow: once the drift line is significant (~10 s) the
-    output slips one sample at a time along it; the latency stays where it was held (plus
-    what the buffer grew: drift walks the phase between the streams through values the trim
-    did not see), no realign, and the estimate is the real drift."""
+    """The output clock 150 ppm fast or slow: while the timestamps converge the held latency
+    follows it; from then on, once the drift line is significant (~10 s), the output slips
+    one sample at a time along it and the latency stays where it was locked (plus what the
+    buffer grew: drift walks the phase between the streams through values the trim did not
+    see); no realign, and the estimate is the real drift."""
     dev = Devices(jitter=0.003, out_ppm=ppm)
     engine, played, control, lat, x = _run(dev, 60)
     st = engine.stats
     assert control.drift.rate == pytest.approx(-ppm * 1e-6, rel=0.03)
     assert st.jumps[REALIGN] == 0
-    held = np.nanmedian(_at(played, lat, HOLD_S, HOLD_S + 0.5))
+    lat = _less_growth(played, lat, dev.sr)
+    held = np.nanmedian(_at(played, lat, LOCKED_S, LOCKED_S + 0.5))
     assert len(_decisions(played, (GROW, SHRINK))) <= 2
-    seg = _at(played, _less_growth(played, lat, dev.sr), 20, 58)
-    np.testing.assert_allclose(seg[np.isfinite(seg)], held, atol=0.5e-3)
-    expected = ppm * 1e-6 * (58 - HOLD_S) * dev.sr  # samples drifted while held
-    assert abs(st.jumped[SLIP] + expected) <= 4  # slips took them back...
+    seg = _at(played, lat, LOCKED_S + 12, 58)
+    seg = seg[np.isfinite(seg)]
+    np.testing.assert_allclose(seg, np.median(seg), atol=0.25e-3)  # held still...
+    assert abs(np.median(seg) - held) < 1e-3  # ...where it was locked (the EMA lags a bit)
+    expected = ppm * 1e-6 * (58 - LOCKED_S) * dev.sr  # samples drifted while locked
+    assert abs(st.jumped[SLIP] + expected) <= 8  # slips took them back (1 ms)...
     assert st.jumps[SLIP] == abs(st.jumped[SLIP])  # ...each one sample, all in one direction
     assert check_jumps(engine, x, played.y, played.out_map) == sum(st.jumps)
 
