@@ -48,6 +48,7 @@ from . import devices, virtual_mic
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args
 from .live_engine import LiveConfig, LiveEngine, chunk_frames
+from .live_streams import LiveStreams
 from .live_timing import (
     GROW,
     JUMP_KINDS,
@@ -337,31 +338,7 @@ def _run(
     gc.collect()
     gc.freeze()
 
-    ended: list[bool] = []  # a stream finished by itself (device error, disconnect)
-    streams = []
-    for device, kind in ((in_dev, "input"), (out_dev, "output")):
-        cls = sd.InputStream if kind == "input" else sd.OutputStream
-        callback = engine.input_callback if kind == "input" else engine.output_callback
-        try:
-            streams.append(
-                cls(
-                    device=device.index,
-                    samplerate=rate,
-                    blocksize=blocksize,
-                    latency=args.latency[0 if kind == "input" else 1]
-                    if isinstance(args.latency, tuple)
-                    else args.latency,
-                    channels=1,
-                    dtype="float32",
-                    callback=callback,
-                    finished_callback=lambda: _finished(ended, engine),
-                )
-            )
-        except sd.PortAudioError as exc:
-            for stream in streams:
-                stream.close()
-            raise devices.portaudio_user_error(exc, device, rate, kind) from exc
-    in_stream, out_stream = streams
+    streams = LiveStreams(sd, engine, (in_dev, out_dev), rate, blocksize, args.latency)
     engine.open_recordings(args.record_input, args.record_output)
 
     worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)
@@ -375,46 +352,26 @@ def _run(
     old_handlers = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)  # a callback waits at most this long for the GIL
-    stall_s = max(STALL_S, 5 * (in_stream.latency + out_stream.latency))
+    stall_s = max(STALL_S, 5 * sum(streams.latencies))
     latency_ms = 0.0
     control: TimingControl | None = None
     ended_early = False
     lat_in = lat_out = 0.0
     try:
-        with out_stream, in_stream:
-            # pre-roll: silence out, measure callback bursts and device latency, then arm
-            _settle(engine, stall_s, PREROLL_S, None)
-            if not engine.stop_event.is_set():
-                prefill, lat_in, lat_out = engine.plan_prefill()
-                if lat_in <= 0 or lat_out <= 0:  # host API without timestamps
-                    lat_in, lat_out = in_stream.latency, out_stream.latency
-                worker.start()
-                engine.arm(prefill)
-                while not engine.armed and not engine.stop_event.wait(0.01):
-                    _check_stall(engine, stall_s)
-                engine.timeline.start()
-                _settle(engine, stall_s, TRIM_WINDOW_S, args.duration)
-                trim = engine.plan_trim()
-                log.info("output buffer: trimming %d of %d samples", trim, engine.prefill)
-                if trim:
-                    engine.jump(trim, TRIM)
-                while engine.jump_pending and not engine.stop_event.wait(0.01):
-                    _check_stall(engine, stall_s)
-                _settle(engine, stall_s, LOOP_SETTLE_S, args.duration)
-                log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
-                control = TimingControl(rate, engine.margin, engine.loop_log, engine.timeline)
-                engine.device_latency = lat_in + lat_out
-                loop = control.hold(engine.now(), engine.stats.underruns)
-                latency_ms, detail = _latency_text(
-                    engine, engine.device_latency if loop is None else loop, lat_in, lat_out
-                )
-                _say(
-                    f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
-                    f", {what}; latency {latency_ms:.1f} ms ({detail})"
-                )
-            _run_armed(engine, control, args, stall_s)
-            ended_early = bool(ended) and engine.error is None and not stopped_by
+        streams.start()
+        started = _start_up(engine, streams, worker, args.duration, stall_s)
+        if started is not None:
+            control, lat_in, lat_out = started
+            loop = engine.device_latency if control.ref is None else control.ref
+            latency_ms, detail = _latency_text(engine, loop, lat_in, lat_out)
+            _say(
+                f"{in_dev.name} -> {out_dev.name}, {rate} Hz, block {blocksize or 'variable'}"
+                f", {what}; latency {latency_ms:.1f} ms ({detail})"
+            )
+        _run_armed(engine, control, streams, args, stall_s)
+        ended_early = bool(streams.ended) and engine.error is None and not stopped_by
     finally:
+        streams.close()
         engine.stop_event.set()
         engine._wake.set()
         if worker.is_alive():
@@ -452,16 +409,60 @@ def _run(
     return 0
 
 
+def _start_up(
+    engine: LiveEngine,
+    streams: LiveStreams,
+    worker: threading.Thread,
+    end: float | None,
+    stall_s: float,
+) -> tuple[TimingControl, float, float] | None:
+    """Pre-roll (silence out while the callbacks measure bursts and device latencies), arm
+    with the prefill, trim after TRIM_WINDOW_S, hold the latency. -> (the timing control,
+    device input latency s, output latency s), or None if stopped before."""
+    _settle(engine, stall_s, PREROLL_S, None)
+    if engine.stop_event.is_set():
+        return None
+    prefill, lat_in, lat_out = engine.plan_prefill()
+    if lat_in <= 0 or lat_out <= 0:  # host API without timestamps
+        lat_in, lat_out = streams.latencies
+    worker.start()
+    engine.arm(prefill)
+    while not engine.armed and not engine.stop_event.wait(0.01):
+        _check_stall(engine, stall_s)
+    engine.timeline.start()
+    _settle(engine, stall_s, TRIM_WINDOW_S, end)
+    trim = engine.plan_trim()
+    log.info("output buffer: trimming %d of %d samples", trim, engine.prefill)
+    if trim:
+        engine.jump(trim, TRIM)
+    while engine.jump_pending and not engine.stop_event.wait(0.01):
+        _check_stall(engine, stall_s)
+    _settle(engine, stall_s, LOOP_SETTLE_S, end)
+    log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
+    engine.device_latency = lat_in + lat_out
+    control = TimingControl(engine.cfg.samplerate, engine.margin, engine.loop_log, engine.timeline)
+    control.hold(engine.now(), engine.stats.underruns, expected=engine.device_latency)
+    return control, lat_in, lat_out
+
+
 def _run_armed(
-    engine: LiveEngine, control: TimingControl | None, args: argparse.Namespace, stall_s: float
+    engine: LiveEngine,
+    control: TimingControl | None,
+    streams: LiveStreams,
+    args: argparse.Namespace,
+    stall_s: float,
 ) -> None:
-    """Until --duration, a stop or a stall: tick the timing control, print status lines."""
+    """Until --duration, a stop or a stall: tick the timing control, give a stream whose
+    xruns repeat a larger buffer, print status lines."""
     next_status = engine.audio_seconds + args.status_every
     while not engine.stop_event.wait(0.05):
         _check_stall(engine, stall_s)
         now = engine.audio_seconds
         if args.duration is not None and now >= args.duration:
             break
+        grown = streams.check_xruns()
+        if grown is not None:
+            _say(grown)
         decision = engine.steer(control) if control is not None else None
         if decision is not None:
             n, kind = decision
@@ -474,12 +475,6 @@ def _run_armed(
             next_status += args.status_every
             if not args.quiet:
                 _say(_status(engine, control))
-
-
-def _finished(ended: list[bool], engine: LiveEngine) -> None:
-    """PortAudio's finished callback: the stream ended (by us, or by a device failure)."""
-    ended.append(True)
-    engine.stop_event.set()
 
 
 def _settle(engine: LiveEngine, stall_s: float, seconds: float, end: float | None) -> None:
