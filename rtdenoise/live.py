@@ -18,12 +18,14 @@ the largest bursts of back-to-back callbacks; then the output ring is prefilled 
 bursts + a short crossfade + a margin, so the output callback finds processed audio whatever
 the phase between the two streams' bursts. After 2 s the buffering that every output callback
 could have done without beyond ``--margin-ms`` is dropped with one crossfaded jump (the trim).
-From then on the latency is held where it was printed (live_timing.py): an xrun that moved a
-device timeline is answered by one crossfaded realign; clock drift, estimated over long
-windows with the xrun steps taken out, by one-sample slips; a worker that falls behind by a
-crossfade to the equally delayed dry input, and if that repeats, by a larger output buffer
-(one crossfaded jump back), which shrinks again once the output has been on time for 30 s.
-Every status line shows the latency now; the summary counts each kind of change.
+From then on the latency is held where it was printed (live_buffer.py, live_timing.py): an
+xrun that moved a device timeline is answered by one crossfaded realign; clock drift,
+estimated over long windows with the xrun steps taken out, by one-sample slips; a worker that
+falls behind by a crossfade to the equally delayed dry input, and if that repeats, by a
+larger output buffer (one crossfaded jump back), which shrinks again once the output has been
+on time for 30 s; a stream whose xruns repeat is reopened with a larger device buffer
+(live_streams.py). Every status line shows the latency now; the summary counts each kind of
+change.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
 resamplers) + the output buffer (prefill less the trim, plus any growth) + the device loop
@@ -47,6 +49,7 @@ import numpy as np
 from . import devices, virtual_mic
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args
+from .live_buffer import TRIM_WINDOW_S
 from .live_engine import LiveConfig, LiveEngine, chunk_frames
 from .live_streams import LiveStreams
 from .live_timing import (
@@ -57,7 +60,6 @@ from .live_timing import (
     SHRINK,
     SLIP,
     TRIM,
-    TRIM_WINDOW_S,
     TimingControl,
 )
 from .streamer import Streamer

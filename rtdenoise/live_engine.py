@@ -26,17 +26,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .live_timing import (
-    GROW,
-    JUMP_KINDS,
-    SHRINK,
-    TRIM,
-    LoopLog,
-    Preroll,
-    Timeline,
-    TimingControl,
-    plan_prefill,
-)
+from .live_buffer import Preroll, Timeline, plan_prefill
+from .live_timing import GROW, JUMP_KINDS, SHRINK, TRIM, LoopLog, TimingControl
 from .streamer import Streamer
 
 log = logging.getLogger(__name__)
