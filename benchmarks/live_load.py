@@ -44,8 +44,8 @@ from tests.audio_server import (
     AudioServer,
     LiveRun,
     add_noise,
-    missing_reason,
     playrec_command,
+    say_if_missing,
     speech_like,
 )
 
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passthrough", action="store_true", help="identity processing")
     parser.add_argument("live_args", nargs="*", help="extra arguments for rtdenoise live")
     args = parser.parse_args(argv)
-    reason = missing_reason()
-    if reason:
-        print(f"cannot run: {reason}", file=sys.stderr)
+    if say_if_missing():
         return 2
     settle_s = 6.0  # the issue played its clip 6 s after start
     if args.seconds < settle_s + args.clip + 5:
