@@ -462,6 +462,45 @@ def test_model_options_reach_the_mask(
     assert_allclose(y, x * (0.5 * 10 ** (-6 / 20) + 0.5), atol=1e-5)
 
 
+def test_latency_mode_picks_the_shipped_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--latency-mode low runs the shipped low-latency model on its own framing (123-sample
+    window latency); standard the design's; live mode defaults to low; with --model it is
+    refused in one line."""
+    from rtdenoise.cli import build_parser
+
+    low = file_mode.build_processor(latency_mode="low")
+    std = file_mode.build_processor(latency_mode="standard")
+    assert (low.stft.synthesis_len, low.stft.latency_samples) == (124, 123)
+    assert std.stft.synthesis_len == 0 and file_mode.build_processor().stft == std.stft
+    live = build_parser("live").parse_args(["live", "--input", "x", "--output", "y"])
+    assert file_mode.processor_from_args(live).stft == low.stft
+    x = speechband(8000, 16000)
+    src = tmp_path / "in.wav"
+    sf.write(src, x, 16000, subtype="FLOAT")
+    outs = {}
+    for mode in ("low", "standard"):
+        code, _ = run_cli(["--latency-mode", mode, str(src), str(tmp_path / f"{mode}.wav")], capsys)
+        assert code == 0
+        outs[mode], _ = sf.read(tmp_path / f"{mode}.wav", dtype="float32")
+    assert outs["low"].shape == outs["standard"].shape == x.shape[:1]
+    assert np.abs(outs["low"] - outs["standard"]).max() > 1e-3  # another model ran
+    code, err = run_cli(
+        [
+            "--latency-mode",
+            "low",
+            "--model",
+            str(ROOT / "rtdenoise/models/default.onnx"),
+            str(src),
+            str(tmp_path / "x.wav"),
+        ],
+        capsys,
+    )
+    assert code != 0 and err.count("\n") == 1 and "--latency-mode" in err
+    assert not (tmp_path / "x.wav").exists()
+
+
 # --------------------------------------------------------------------------- library + property
 
 
