@@ -4,6 +4,10 @@ Causal conv with an explicit cache of past frames, causal Squeeze-and-Excitation
 of past frames, and the encoder/decoder stages of the ``rt`` U-Net built from them. Every
 stateful block takes its state and returns the new one, so a whole utterance (zero state) and
 any split of it into blocks compute the same thing.
+
+``drop`` (optional, a 0-dim bool tensor): the last frame of this call is a placeholder whose
+output is discarded (the low-frame-rate step runs a fixed number of network frames per block
+size); when true, the returned state ends before that frame, as if it had never been seen.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from torch import nn
 
 #: most frames per streaming step; longer inputs take the cumulative-sum path of the SE window
 MAX_BLOCK = 16
+
+
+def tail(seq: torch.Tensor, n: int, drop: torch.Tensor | None) -> torch.Tensor:
+    """The last ``n`` frames (dim 2) of seq, or the ``n`` before its last one where ``drop``."""
+    if drop is None:
+        return seq[:, :, -n:]
+    return torch.where(drop, seq[:, :, -n - 1 : -1], seq[:, :, -n:])
 
 
 class ConvNormAct(nn.Module):
@@ -29,6 +40,7 @@ class ConvNormAct(nn.Module):
         pad_t: int = 0,
         dropout: float = 0.0,
         act: bool = True,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
@@ -38,6 +50,7 @@ class ConvNormAct(nn.Module):
             stride=(1, stride_f),
             padding=(pad_t, kernel[1] // 2),
             dilation=(dilation_t, 1),
+            groups=groups,
             bias=False,
         )
         self.norm = nn.BatchNorm2d(cout)
@@ -51,7 +64,7 @@ class ConvNormAct(nn.Module):
 class CausalConv(nn.Module):
     """Causal-in-time conv block with an explicit cache of past input frames.
 
-    forward(x ``[B, Cin, T, F]``, cache ``[B, Cin, ctx, F]``) -> (y ``[B, Cout, T, F']``,
+    forward(x ``[B, Cin, T, F]``, cache ``[B, Cin, ctx, F]``, drop) -> (y ``[B, Cout, T, F']``,
     new cache ``[B, Cin, ctx, F]``) with ``ctx = (time_kernel - 1) * dilation``. A zero cache is
     the offline left padding, so a whole utterance and any split into blocks give the same output.
     """
@@ -65,20 +78,23 @@ class CausalConv(nn.Module):
         dilation_t: int = 1,
         dropout: float = 0.0,
         residual: bool = False,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.ctx = (kernel[0] - 1) * dilation_t
         assert self.ctx > 0, "a causal conv needs a time kernel > 1"
         self.cin = cin
         self.residual = residual
-        self.block = ConvNormAct(cin, cout, kernel, stride_f, dilation_t, 0, dropout)
+        self.block = ConvNormAct(cin, cout, kernel, stride_f, dilation_t, 0, dropout, groups=groups)
 
-    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cache: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         xx = torch.cat([cache, x], dim=2)
         y = self.block(xx)
         if self.residual:
             y = y + x
-        return y, xx[:, :, -self.ctx :]
+        return y, tail(xx, self.ctx, drop)
 
 
 class SqueezeExcite(nn.Module):
@@ -91,7 +107,7 @@ class SqueezeExcite(nn.Module):
     computed once per step and shared by every SE block); longer inputs (training, offline) take
     differences of a float64 cumulative sum, O(T) instead of O(T * context).
     Non-causal (seed): global mean over T and F.
-    forward(x, hist ``[B, C, context-1]``, band) -> (y, new hist).
+    forward(x, hist ``[B, C, context-1]``, band, drop) -> (y, new hist).
     """
 
     def __init__(
@@ -106,7 +122,11 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
     def forward(
-        self, x: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
+        self,
+        x: torch.Tensor,
+        hist: torch.Tensor,
+        band: torch.Tensor,
+        drop: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.causal:
             mm = torch.cat([hist, x.mean(dim=3)], dim=2)  # [B, C, context-1+T]
@@ -117,7 +137,7 @@ class SqueezeExcite(nn.Module):
             else:
                 s = torch.matmul(mm, band)  # [B, C, T]
             s = s.unsqueeze(3)
-            new_hist = mm[:, :, 1 - n :]
+            new_hist = tail(mm, n - 1, drop)
         else:
             s = x.mean(dim=(2, 3), keepdim=True)
             new_hist = hist
@@ -135,7 +155,7 @@ def window_band(context: int, frames: int) -> torch.Tensor:
 class DownStage(nn.Module):
     """Encoder stage of rt: causal stride-2 (in frequency) conv + SE.
 
-    forward(x, conv cache, SE history, SE band) -> (y, new conv cache, new SE history).
+    forward(x, conv cache, SE history, SE band, drop) -> (y, new conv cache, new SE history).
     """
 
     def __init__(self, conv: CausalConv, se: SqueezeExcite) -> None:
@@ -144,10 +164,15 @@ class DownStage(nn.Module):
         self.se = se
 
     def forward(
-        self, x: torch.Tensor, cache: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
+        self,
+        x: torch.Tensor,
+        cache: torch.Tensor,
+        hist: torch.Tensor,
+        band: torch.Tensor,
+        drop: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, c = self.conv(x, cache)
-        y, h = self.se(y, hist, band)
+        y, c = self.conv(x, cache, drop)
+        y, h = self.se(y, hist, band, drop)
         return y, c, h
 
 
@@ -176,6 +201,10 @@ class UpStage(nn.Module):
         self.se = se
 
     def forward(
-        self, x: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
+        self,
+        x: torch.Tensor,
+        hist: torch.Tensor,
+        band: torch.Tensor,
+        drop: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.se(torch.relu(self.norm(self.conv(x))), hist, band)
+        return self.se(torch.relu(self.norm(self.conv(x))), hist, band, drop)

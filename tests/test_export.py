@@ -24,6 +24,18 @@ TINY = preset_config(
     code_dim=8,
 )
 
+#: the coarse grid on: network every 4th frame, bins from 2 kHz in bands of 5, grouped bottleneck
+COARSE = preset_config(
+    **{
+        **TINY.to_dict(),
+        "frame_stride": 4,
+        "band_split": 130,
+        "band_width": 5,
+        "mask_head": "affine",
+        "bottleneck_groups": 2,
+    }
+)
+
 
 def trained_tiny(cfg=TINY, seed: int = 0) -> DenoiserNet:
     """A tiny rt model whose BatchNorm statistics and codebook have left their init."""
@@ -34,17 +46,26 @@ def trained_tiny(cfg=TINY, seed: int = 0) -> DenoiserNet:
     return m.eval()
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export")
-    model = trained_tiny()
+def _export(d, cfg):
+    model = trained_tiny(cfg)
     save_checkpoint(d / "ckpt.pt", model)
     paths = export_all(d / "ckpt.pt", d / "out", name="tiny", atten_lim_db=9.0)
     return model, paths
 
 
-def test_inference_copy_folds_batchnorm_without_changing_outputs():
-    m = trained_tiny()
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("export"), TINY)
+
+
+@pytest.fixture(scope="module")
+def exported_coarse(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("export_coarse"), COARSE)
+
+
+@pytest.mark.parametrize("cfg", [TINY, COARSE], ids=["rt", "coarse"])
+def test_inference_copy_folds_batchnorm_without_changing_outputs(cfg):
+    m = trained_tiny(cfg)
     f = inference_copy(m)
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
     spec = torch.randn(1, 6, TINY.n_freqs, 2) * 0.05
@@ -56,8 +77,10 @@ def test_inference_copy_folds_batchnorm_without_changing_outputs():
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 
-def test_eager_torchscript_onnx_parity_over_20_steps(exported):
-    model, paths = exported
+@pytest.mark.parametrize("which", ["exported", "exported_coarse"])
+def test_eager_torchscript_onnx_parity_over_20_steps(which, request):
+    """Every K from 1 to 16 in one graph; coarse: K not a multiple of R at every phase."""
+    model, paths = request.getfixturevalue(which)
     names = model.state_names()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, works

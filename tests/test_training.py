@@ -59,6 +59,9 @@ TINY_RT = {
     "se_min_hidden": 2,
 }
 
+#: the coarse grid on top (rtdenoise/coarse_grid.py): network every 2nd frame, bands above 200
+TINY_COARSE = {"frame_stride": 2, "band_split": 200, "band_width": 4, "mask_head": "affine"}
+
 
 def _standin(monkeypatch):
     monkeypatch.setattr(T, "build_model", lambda cfg: StandIn())
@@ -67,13 +70,17 @@ def _standin(monkeypatch):
     )
 
 
-@pytest.fixture(params=["standin", "rt"])
+@pytest.fixture(params=["standin", "rt", "coarse"])
 def model_kind(request, monkeypatch):
-    """Both a stand-in with dropout (RNG state matters) and the real rt model, tiny."""
+    """A stand-in with dropout (RNG state matters) and the real rt model, tiny, with and
+    without the coarse grid."""
     if request.param == "standin":
         _standin(monkeypatch)
     else:
         pytest.importorskip("rtdenoise.model")
+    if request.param == "coarse":
+        build = T.build_model
+        monkeypatch.setattr(T, "build_model", lambda cfg: build({**cfg, **TINY_COARSE}))
     return request.param
 
 
