@@ -28,7 +28,9 @@ holds its head output for R frames; ``band_split``/``band_width`` average the bi
 into bands at the input and repeat the output over them; ``mask_head='affine'`` turns the head
 into a per-bin offset and slope, applied to each frame's own full-resolution feature, so every
 frame and bin still gets its own mask; ``bottleneck_groups`` groups the residual bottleneck
-convs.
+convs. ``training/configs/rt_cheap.json`` (low-latency framing): R = 4, bands of 5 bins above
+2003 Hz (156 bins), widths 12-16-24-32-48, dilations 1-16: 74 k parameters, 0.205 M MACs per
+frame = 53 M per second of audio, against 0.89 M = 229 M for the shipped models.
 
 ``seed`` (offline only): faithful to the design (four 2x2 max-pooled stages of two 3x3
 conv+BN+ReLU+Dropout, widths 64-1024, SE reduction 16, codebook 512 x 64, non-causal) over

@@ -401,3 +401,19 @@ def test_shipped_model_computes_as_exported(name):
         for ref, out in zip([mask, *state], got, strict=True):
             np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
         feeds = got[1:]
+
+
+def test_cheap_config_costs_at_most_a_quarter_of_the_shipped_model():
+    """training/configs/rt_cheap.json: the coarse grid spends less than 1/4 of the shipped
+    model's MACs per second of audio (part of the saving went to width)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    section = json.loads((root / "training" / "configs" / "rt_cheap.json").read_text())["model"]
+    cfg = preset_config(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+    shipped = load_checkpoint(root / "rtdenoise" / "models" / "default.pt").cfg
+    cheap, today = model_complexity(cfg), model_complexity(shipped)
+    assert cheap["macs_per_second"] <= 0.25 * today["macs_per_second"]
+    assert cheap["params"] > today["params"]  # wider
+    assert cfg.frame_stride == 4 and cfg.context_frames == 260  # the 1 s SE window
