@@ -220,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.compare", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help="pairs.csv to mix and score")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        default=DEFAULT_PAIRS,
+        help="pairs.csv to mix and score (default: test/pairs.csv of $RTDENOISE_DATA, else of "
+        "../shared/data/corpus beside the repository)",
+    )
     p.add_argument("--limit", type=int, default=None, help="score N files, spread evenly over SNR")
     p.add_argument(
         "--systems",
@@ -356,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict = {
         "meta": machine_info(),
-        "pairs": str(args.pairs),
+        "pairs": repo_relative(args.pairs),  # results never hold this machine's folders
         "limit": args.limit,
         "dnsmos_files": {ds: sum(1 for i in dn_ids if i.startswith(ds + "/")) for ds in items},
         "test_files_total": sum(1 for _ in open(args.pairs)) - 1 if args.pairs.exists() else None,
@@ -391,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(_finite(result), indent=1, allow_nan=False) + "\n")
     log.info("wrote %s", args.out)
     return 0
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root (e.g. ``../shared/data/corpus/...``)."""
+    return os.path.relpath(Path(path).resolve(), ROOT)
 
 
 def merge_results(old: dict, new: dict) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from tests.audio_server import SINK_RATE, AudioServer, LiveRun, missing_reason, playrec_command
+from tests.audio_server import SINK_RATE, AudioServer, LiveRun, playrec_command, say_if_missing
 
 TOLERANCE_MS = 10.0
 #: issue #5: measured end to end at the default settings on an idle machine
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="store_true", help="use the model, not --passthrough")
     parser.add_argument("live_args", nargs="*", help="extra arguments for rtdenoise live")
     args = parser.parse_args(argv)
-    reason = missing_reason()
-    if reason:
-        print(f"cannot run: {reason}", file=sys.stderr)
+    if say_if_missing():
         return 2
     x, _ = click_train(SINK_RATE, args.seconds)
     live_args = ["--input", "rtd_in", "--output", "rtd_out", *args.live_args]

@@ -37,7 +37,7 @@ from tests.audio_server import (
     AudioServer,
     LiveRun,
     add_noise,
-    missing_reason,
+    say_if_missing,
     speech_like,
 )
 
@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model file (default: the shipped model)")
     parser.add_argument("live_args", nargs="*", help="extra arguments for rtdenoise live")
     args = parser.parse_args(argv)
-    reason = missing_reason()
-    if reason:
-        print(f"cannot run: {reason}", file=sys.stderr)
+    if say_if_missing():
         return 2
     seconds = args.minutes * 60.0
     if seconds < 90:

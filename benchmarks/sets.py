@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from training.data import data_root
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_PAIRS = SHARED / "corpus" / "test" / "pairs.csv"
+#: the corpus: --data-root / $RTDENOISE_DATA, else ../shared/data/corpus beside the repository
+DEFAULT_PAIRS = data_root() / "test" / "pairs.csv"
 SEED_DIR = SHARED / "seed_samples"
 WIDEBAND_DIR = SHARED / "wideband16k"
 

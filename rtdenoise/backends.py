@@ -29,11 +29,20 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_PATHS = {
-    "onnx": MODELS_DIR / "default.onnx",
-    "torchscript": MODELS_DIR / "default.jit.pt",
-    "torch": MODELS_DIR / "default.pt",
-}
+#: the shipped models, one per latency mode: file stem in ``rtdenoise/models``
+LATENCY_MODES = {"standard": "default", "low": "lowlat"}
+_SUFFIXES = {"onnx": ".onnx", "torchscript": ".jit.pt", "torch": ".pt"}
+
+
+def shipped_model(kind: str = "onnx", latency_mode: str = "standard") -> Path:
+    """Path of the shipped model for backend ``kind`` and ``latency_mode`` (standard: the
+    design's 64.75 ms framing; low: the 15.4 ms asymmetric framing)."""
+    if latency_mode not in LATENCY_MODES:
+        raise UserError(f"unknown latency mode {latency_mode!r} (choose from low, standard)")
+    return MODELS_DIR / f"{LATENCY_MODES[latency_mode]}{_SUFFIXES[kind]}"
+
+
+DEFAULT_PATHS = {k: shipped_model(k) for k in _SUFFIXES}
 DEFAULT_BLOCK_FRAMES = 4
 #: the exported step's SE window matrix covers blocks of up to this many frames
 MAX_BLOCK_FRAMES = 16

@@ -32,7 +32,6 @@ from torch import nn
 
 from .errors import UserError
 from .model import DenoiserNet, load_checkpoint, model_complexity, save_checkpoint
-from .stft import StftConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +112,17 @@ def metadata(
 ) -> dict:
     """What a runtime needs besides the graph: framing, block, lookahead, states, config, and
     the default attenuation limit (``atten_lim_db``, if chosen for this model)."""
-    stft = StftConfig()
+    stft = model.cfg.stft
     names = model.state_names()
     shapes = [list(s.shape[1:]) for s in model.init_state(1)]
     return {
         "format": "rtdenoise-step",
         "version": 1,
         "stft": {
-            "sample_rate": stft.sample_rate,
-            "nperseg": stft.nperseg,
-            "noverlap": stft.noverlap,
-            "window": stft.window,
+            **stft.to_dict(),
             "hop": stft.hop,
             "n_freqs": stft.n_freqs,
+            "latency_samples": stft.latency_samples,
         },
         "block_frames": int(block_frames),
         **({} if atten_lim_db is None else {"atten_lim_db": float(atten_lim_db)}),

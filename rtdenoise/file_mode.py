@@ -11,11 +11,16 @@ when it has a known one (stdout is always wav). Files are streamed in blocks, ne
 whole. Output goes to a temporary file beside OUT that is renamed when complete, so a failure or
 Ctrl-C never leaves a half-written file, and the input is never touched.
 
-Above 8 kHz the output is full band: the model denoises the band up to 4 kHz and the band
-above follows its gain (``--narrowband``: the telephone band only, 0-3.4 kHz).
+The default model is the shipped one, rtdenoise/models/default.onnx on ONNX Runtime (no torch):
+a causal VQ-VAE SE-U-Net for 8 kHz telephone-band speech, 40 k parameters, 76 ms of latency at
+the file default of 4 frames per model call, gain never below -15 dB (--atten-lim-db changes
+that); how it was trained and its limits: docs/MODEL_CARD.md. The model denoises the band up to
+4 kHz; at higher rates the output is full band, the band above following the model's gain
+(--narrowband: the telephone band only, 0-3.4 kHz, as before). --passthrough runs only the
+engine (resampling, STFT, overlap-add) and returns the input, full band.
 
-Until a trained model ships in rtdenoise/models/default.onnx, the default processing is the
-identity (the output is the input), with a warning.
+Unless -q is given, one line per file on stderr tells what was done (input -> output, seconds of
+audio, x real time), after a progress bar where stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds of audio per engine call (default: 1.0)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no line per file"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
 
 
@@ -112,6 +120,14 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         "--model",
         metavar="PATH",
         help="model file (default: the shipped model, rtdenoise/models/default.onnx)",
+    )
+    group.add_argument(
+        "--latency-mode",
+        choices=("low", "standard"),
+        help="which shipped model: 'low' (15.4 ms algorithmic latency, asymmetric STFT windows) "
+        "or 'standard' (64.75 ms, the design's symmetric window; a little better on quality) "
+        "(default: standard for files, low in live mode; not with --model: a model runs on the "
+        "framing it was trained for)",
     )
     group.add_argument(
         "--atten-lim-db",
@@ -150,6 +166,8 @@ def processor_from_args(args: argparse.Namespace) -> Any | None:
         atten_lim_db=args.atten_lim_db,
         wet=args.wet,
         block_frames=getattr(args, "block_frames", None),
+        latency_mode=args.latency_mode
+        or (None if args.model else getattr(args, "default_latency_mode", None)),
     )
 
 
@@ -165,8 +183,12 @@ def build_processor(
     atten_lim_db: float | None = None,
     wet: float | None = None,
     block_frames: int | None = None,
+    latency_mode: str | None = None,
 ) -> Any | None:
     """The frame processor for the streamer; None means identity.
+
+    ``latency_mode`` (``low`` | ``standard``) picks one of the shipped models; a ``model`` file
+    brings its own framing, so the two together are refused.
 
     The one place that decides what the default processing is: identity while the default model
     file is missing (with a warning), the mask processor on the chosen backend otherwise.
@@ -180,6 +202,14 @@ def build_processor(
     if passthrough:
         return None
     backends = importlib.import_module(".backends", __package__)  # ONNX path: no torch
+    if latency_mode is not None and model is not None:
+        raise UserError(
+            "--latency-mode picks a shipped model; --model brings its own framing: use one"
+        )
+    if latency_mode not in (None, "standard"):
+        model = str(backends.shipped_model(backend, latency_mode))
+        if not Path(model).is_file():
+            raise UserError(f"no {latency_mode}-latency model is installed ({model} is missing)")
     default = DEFAULT_MODEL if backend == "onnx" else _default_path(backends, backend)
     if model is None and default is not None and not Path(default).exists():
         log.warning("no trained model at %s yet: identity processing", default)
@@ -369,8 +399,8 @@ def atomic_output(dst: str) -> Iterator[IO[bytes]]:
         raise
 
 
-def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> None:
-    """Stream one file through a fresh ``Streamer`` into its output."""
+def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> float:
+    """Stream one file through a fresh ``Streamer`` into its output -> seconds of audio."""
     from .streamer import Streamer
 
     name = "stdin" if job.src == STDIO else job.src
@@ -380,7 +410,7 @@ def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> N
             log.warning("%s is empty (0 bytes): writing an empty output", name)
             with atomic_output(job.dst):
                 pass
-            return
+            return 0.0
         try:
             fin = sf.SoundFile(src)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -402,7 +432,7 @@ def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> N
                     streamer = Streamer(
                         processor, sample_rate=sr, channels=channels, **streamer_options(args)
                     )
-                    _stream(fin, fout, streamer, name, frames, args)
+                    return _stream(fin, fout, streamer, name, frames, args) / sr
 
 
 def _stream(
@@ -412,7 +442,8 @@ def _stream(
     name: str,
     frames: int,
     args: argparse.Namespace,
-) -> None:
+) -> int:
+    """fin -> streamer -> fout, block by block; returns the samples per channel written."""
     sr, channels = fin.samplerate, fin.channels
     block = max(1, int(round(args.block_seconds * sr)))
     buf = np.empty((block, channels), np.float32)
@@ -446,6 +477,7 @@ def _stream(
         raise RuntimeError(f"wrote {n_out} samples for {n_in} read")
     if bad:
         log.warning("%s: replaced %d NaN/inf samples by 0", name, bad)
+    return n_out
 
 
 def _read(fin: sf.SoundFile, buf: np.ndarray) -> int:
@@ -509,13 +541,29 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args.paths, args.output)
     processor = processor_from_args(args)
     if len(jobs) == 1:
-        process_file(jobs[0], processor, args)
+        _run_job(jobs[0], processor, args)
         return 0
     failed = 0
     for job in jobs:
         try:
-            process_file(job, processor, args)
+            _run_job(job, processor, args)
         except UserError as exc:  # report and go on with the other files
             print(f"rtdenoise: error: {exc}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+def _run_job(job: Job, processor: Any | None, args: argparse.Namespace) -> None:
+    """process_file, then (unless quiet) one line: input -> output, audio seconds, speed."""
+    t0 = time.perf_counter()
+    seconds = process_file(job, processor, args)
+    if not args.quiet:
+        print(summary_line(job, seconds, time.perf_counter() - t0), file=sys.stderr)
+
+
+def summary_line(job: Job, seconds: float, elapsed: float) -> str:
+    """``noisy.wav -> clean.wav: 7.44 s of audio in 0.21 s (35x real time)``."""
+    src = "stdin" if job.src == STDIO else job.src
+    dst = "stdout" if job.dst == STDIO else job.dst
+    speed = f"{seconds / elapsed:.0f}x real time" if elapsed > 0 and seconds > 0 else "empty"
+    return f"{src} -> {dst}: {seconds:.2f} s of audio in {elapsed:.2f} s ({speed})"

@@ -18,7 +18,19 @@ codebook values), ~0.85 M MACs per frame (``model_complexity``).
 Streaming state (``init_state``/``state_names``): each causal conv's past input frames, each SE
 block's history of per-frame channel means (the window sum is recomputed from the history every
 step, so it never drifts), and the quantized codes of past frames needed by the post-quantizer
-conv (cached, never recomputed; only new frames are looked up).
+conv (cached, never recomputed; only new frames are looked up). The blocks (causal conv, SE,
+stages) are in ``blocks.py``.
+
+The coarse grid (``coarse_grid.py``; off by default, so older checkpoints compute exactly as
+before): ``frame_stride`` R runs the network on every R-th frame (the R frames since the last
+one stacked as input channels, the SE window 260 / R network frames = the same second) and
+holds its head output for R frames; ``band_split``/``band_width`` average the bins above a split
+into bands at the input and repeat the output over them; ``mask_head='affine'`` turns the head
+into a per-bin offset and slope, applied to each frame's own full-resolution feature, so every
+frame and bin still gets its own mask; ``bottleneck_groups`` groups the residual bottleneck
+convs. ``training/configs/rt_cheap.json`` (low-latency framing): R = 4, bands of 5 bins above
+2003 Hz (156 bins), widths 12-16-24-32-48, dilations 1-16: 74 k parameters, 0.205 M MACs per
+frame = 53 M per second of audio, against 0.89 M = 229 M for the shipped models.
 
 ``seed`` (offline only): faithful to the design (four 2x2 max-pooled stages of two 3x3
 conv+BN+ReLU+Dropout, widths 64-1024, SE reduction 16, codebook 512 x 64, non-causal) over
@@ -37,13 +49,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import (
+    MAX_BLOCK,
+    CausalConv,
+    ConvNormAct,
+    DownStage,
+    SqueezeExcite,
+    UpStage,
+    window_band,
+)
+from .checkpoint import read_checkpoint, to_plain
+from .coarse_grid import Bands, FrameRate
+from .stft import StftConfig
 from .vq import VectorQuantizer
 
 log = logging.getLogger(__name__)
 
 N_FREQS = 260
-#: most frames per streaming step; longer inputs take the cumulative-sum path of the SE window
-MAX_BLOCK = 16
 FRAMES_PER_SECOND = 8000 / 31
 
 
@@ -63,7 +85,8 @@ class ModelConfig:
     bottleneck_freq_kernel: int = 1
     se_reduction: int = 4
     se_min_hidden: int = 4
-    #: SE squeeze window in frames (the design's square window: 260 frames = 1 s)
+    #: SE squeeze window in STFT frames (the design's square window: 260 frames = 1 s; with
+    #: frame_stride R that is context_frames / R network frames, the same second)
     context_frames: int = 260
     codebook_size: int = 512
     code_dim: int = 64
@@ -80,13 +103,63 @@ class ModelConfig:
     window_hop: int = 130
     #: initial bias of the mask logit (sigmoid(2) = 0.88: start close to passthrough)
     mask_bias_init: float = 2.0
+    #: STFT framing the model is trained for (``rtdenoise.stft.StftConfig``): window family
+    #: and synthesis length (0 = the design's symmetric Hann, 64.75 ms; 124 = 15.4 ms)
+    stft_window: str = "hann"
+    stft_synthesis_len: int = 0
+    #: rt: the network runs on every R-th STFT frame, on the R frames since the previous one
+    #: stacked as channels; its head output is held for R frames (``coarse_grid``). 1 = every
+    #: frame (needs mask_head 'affine' when > 1)
+    frame_stride: int = 1
+    #: rt: bins from band_split up are averaged into bands of band_width bins at the input and
+    #: the head output is repeated over them (band_width 1 = full resolution everywhere;
+    #: band_split 130 = 2003 Hz)
+    band_split: int = 0
+    band_width: int = 1
+    #: rt: 'conv' = the mask logit is a conv over [last decoder stage, input]; 'affine' = that
+    #: conv gives a per-bin offset and slope, and the logit of every STFT frame is
+    #: offset + slope x that frame's full-resolution feature (a per-frame refinement of a held
+    #: or banded output)
+    mask_head: str = "conv"
+    #: rt: groups of the residual bottleneck convs
+    bottleneck_groups: int = 1
+
+    def __post_init__(self) -> None:
+        r = self.frame_stride
+        if self.mask_head not in ("conv", "affine"):
+            raise ValueError(f"mask_head must be 'conv' or 'affine', got {self.mask_head!r}")
+        if r < 1 or (r > 1 and self.mask_head != "affine"):
+            raise ValueError(f"frame_stride {r}: must be >= 1, and > 1 needs mask_head 'affine'")
+        if self.context_frames % r or self.context_frames // r < 2:
+            raise ValueError(
+                f"context_frames {self.context_frames} must be a multiple of frame_stride {r} "
+                "(at least 2 network frames)"
+            )
+        if self.band_width < 1 or not 0 <= self.band_split < self.n_freqs:
+            raise ValueError(f"bad bands: split {self.band_split}, width {self.band_width}")
+        if self.band_width > 1 and (self.n_freqs - self.band_split) % self.band_width:
+            raise ValueError(
+                f"bins {self.band_split}..{self.n_freqs - 1} do not split into bands of "
+                f"{self.band_width}"
+            )
+        if self.widths[-1] % self.bottleneck_groups:
+            raise ValueError(f"bottleneck_groups must divide {self.widths[-1]}")
+        coarse = (r, self.band_width, self.mask_head, self.bottleneck_groups) != (1, 1, "conv", 1)
+        if self.preset == "seed" and coarse:
+            raise ValueError("frame_stride, bands, mask_head and groups are rt options")
+
+    @property
+    def stft(self) -> StftConfig:
+        """The framing this model runs on; the engine refuses any other."""
+        return StftConfig(window=self.stft_window, synthesis_len=self.stft_synthesis_len)
 
     @property
     def causal(self) -> bool:
         return self.preset == "rt"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain types (tuples as lists), as stored in checkpoints and JSON metadata."""
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -114,195 +187,46 @@ def preset_config(name: str = "rt", **overrides: object) -> ModelConfig:
     return dataclasses.replace(base, **overrides)
 
 
-# ============================================================================ blocks
-class ConvNormAct(nn.Module):
-    """Conv2d (no time padding) + BatchNorm + ReLU + Dropout over ``[B, C, T, F]``."""
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: tuple[int, int],
-        stride_f: int = 1,
-        dilation_t: int = 1,
-        pad_t: int = 0,
-        dropout: float = 0.0,
-        act: bool = True,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            cin,
-            cout,
-            kernel,
-            stride=(1, stride_f),
-            padding=(pad_t, kernel[1] // 2),
-            dilation=(dilation_t, 1),
-            bias=False,
-        )
-        self.norm = nn.BatchNorm2d(cout)
-        self.act = nn.ReLU() if act else nn.Identity()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.act(self.norm(self.conv(x))))
-
-
-class CausalConv(nn.Module):
-    """Causal-in-time conv block with an explicit cache of past input frames.
-
-    forward(x ``[B, Cin, T, F]``, cache ``[B, Cin, ctx, F]``) -> (y ``[B, Cout, T, F']``,
-    new cache ``[B, Cin, ctx, F]``) with ``ctx = (time_kernel - 1) * dilation``. A zero cache is
-    the offline left padding, so a whole utterance and any split into blocks give the same output.
-    """
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: tuple[int, int],
-        stride_f: int = 1,
-        dilation_t: int = 1,
-        dropout: float = 0.0,
-        residual: bool = False,
-    ) -> None:
-        super().__init__()
-        self.ctx = (kernel[0] - 1) * dilation_t
-        assert self.ctx > 0, "a causal conv needs a time kernel > 1"
-        self.cin = cin
-        self.residual = residual
-        self.block = ConvNormAct(cin, cout, kernel, stride_f, dilation_t, 0, dropout)
-
-    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xx = torch.cat([cache, x], dim=2)
-        y = self.block(xx)
-        if self.residual:
-            y = y + x
-        return y, xx[:, :, -self.ctx :]
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-Excitation: channel gains from a squeezed context, ``[B, C, T, F]`` in/out.
-
-    causal: per-frame channel means over frequency, averaged over the last ``context`` frames
-    (zero history before the start; the window sums are recomputed from the cached history each
-    call, so streaming equals offline exactly and nothing drifts). Blocks of up to ``MAX_BLOCK``
-    frames (streaming) take the window means as one matmul with ``band`` (``window_band``,
-    computed once per step and shared by every SE block); longer inputs (training, offline) take
-    differences of a float64 cumulative sum, O(T) instead of O(T * context).
-    Non-causal (seed): global mean over T and F.
-    forward(x, hist ``[B, C, context-1]``, band) -> (y, new hist).
-    """
-
-    def __init__(
-        self, channels: int, reduction: int, min_hidden: int, context: int, causal: bool
-    ) -> None:
-        super().__init__()
-        hidden = max(min_hidden, channels // reduction)
-        self.context = context
-        self.causal = causal
-        self.max_block = MAX_BLOCK
-        self.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.fc2 = nn.Conv2d(hidden, channels, 1)
-
-    def forward(
-        self, x: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.causal:
-            mm = torch.cat([hist, x.mean(dim=3)], dim=2)  # [B, C, context-1+T]
-            n = self.context
-            if x.shape[2] > self.max_block:
-                c = F.pad(torch.cumsum(mm.double(), dim=2), (1, 0))
-                s = ((c[:, :, n:] - c[:, :, :-n]) / n).to(x.dtype)
-            else:
-                s = torch.matmul(mm, band)  # [B, C, T]
-            s = s.unsqueeze(3)
-            new_hist = mm[:, :, 1 - n :]
-        else:
-            s = x.mean(dim=(2, 3), keepdim=True)
-            new_hist = hist
-        g = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
-        return x * g, new_hist
-
-
-class DownStage(nn.Module):
-    """Encoder stage of rt: causal stride-2 (in frequency) conv + SE.
-
-    forward(x, conv cache, SE history, SE band) -> (y, new conv cache, new SE history).
-    """
-
-    def __init__(self, conv: CausalConv, se: SqueezeExcite) -> None:
-        super().__init__()
-        self.conv = conv
-        self.se = se
-
-    def forward(
-        self, x: torch.Tensor, cache: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, c = self.conv(x, cache)
-        y, h = self.se(y, hist, band)
-        return y, c, h
-
-
-def _window_band(context: int, frames: int) -> torch.Tensor:
-    """``[context-1+frames, frames]``: column k averages rows k .. k+context-1 (1/context)."""
-    i = torch.arange(context - 1 + frames).unsqueeze(1)
-    k = torch.arange(frames).unsqueeze(0)
-    return ((i >= k) & (i < k + context)).float() / context
-
-
-def _up_output_padding(f_in: int, f_out: int) -> int:
-    """Output padding of a (1, 3) stride-2 padding-1 transposed conv mapping f_in -> f_out."""
-    op = f_out - (2 * f_in - 1)
-    assert op in (0, 1), (f_in, f_out)
-    return op
-
-
-class UpStage(nn.Module):
-    """Decoder stage of rt: frame-local (1, 3) stride-2 transposed conv + BN + ReLU + SE."""
-
-    def __init__(self, cin: int, cout: int, f_in: int, f_out: int, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.conv = nn.ConvTranspose2d(
-            cin,
-            cout,
-            (1, 3),
-            stride=(1, 2),
-            padding=(0, 1),
-            output_padding=(0, _up_output_padding(f_in, f_out)),
-            bias=False,
-        )
-        self.norm = nn.BatchNorm2d(cout)
-        self.se = SqueezeExcite(cout, cfg.se_reduction, cfg.se_min_hidden, cfg.context_frames, True)
-
-    def forward(
-        self, x: torch.Tensor, hist: torch.Tensor, band: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.se(torch.relu(self.norm(self.conv(x))), hist, band)
-
-
 # ============================================================================ rt U-Net
 class RtUNet(nn.Module):
-    """Causal frequency-only U-Net; features ``[B, 1, T, F]`` -> mask logits ``[B, 1, T, F]``."""
+    """Causal frequency-only U-Net; features ``[B, 1, T, F]`` -> mask logits ``[B, 1, T, F]``.
+
+    The network runs on the coarse grid of ``coarse_grid`` (``F_c`` bins, one network frame
+    every ``frame_stride`` STFT frames; the identity at the defaults); ``logits`` brings its head
+    output back to every frame and bin.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         w = list(cfg.widths)
         kt, kf = cfg.time_kernel, cfg.freq_kernel
-        freqs = [cfg.n_freqs]
+        r = cfg.frame_stride
+        self.stride = r
+        self.affine = cfg.mask_head == "affine"
+        self.bands = Bands(cfg.n_freqs, cfg.band_split, cfg.band_width)
+        self.rate = FrameRate(r)
+        freqs = [self.bands.n_bins]
         for _ in w:
             freqs.append((freqs[-1] + 1) // 2)
         self.freqs = freqs
-        ctx = cfg.context_frames
+        ctx = cfg.context_frames // r  # in network frames: the same time span
         se = lambda c: SqueezeExcite(c, cfg.se_reduction, cfg.se_min_hidden, ctx, True)  # noqa: E731
         self.enc = nn.ModuleList()
-        cin = 1
+        cin = r  # the R frames up to a network frame, as channels
         for c in w:
             self.enc.append(
                 DownStage(CausalConv(cin, c, (kt, kf), stride_f=2, dropout=cfg.dropout), se(c))
             )
             cin = c
         self.mid = nn.ModuleList(
-            CausalConv(w[-1], w[-1], (kt, cfg.bottleneck_freq_kernel), dilation_t=d, residual=True)
+            CausalConv(
+                w[-1],
+                w[-1],
+                (kt, cfg.bottleneck_freq_kernel),
+                dilation_t=d,
+                residual=True,
+                groups=cfg.bottleneck_groups,
+            )
             for d in cfg.bottleneck_dilations
         )
         self.mid_se = se(w[-1])
@@ -321,17 +245,23 @@ class RtUNet(nn.Module):
         n = len(w)
         for i in range(n - 1, -1, -1):  # level i: cat(u, skip_i) at freqs[i+1] -> freqs[i]
             cout = w[i - 1] if i > 0 else w[0]
-            self.dec.append(UpStage(2 * w[i], cout, freqs[i + 1], freqs[i], cfg))
-        self.out = nn.Conv2d(w[0] + 1, 1, (1, kf), padding=(0, kf // 2))
+            self.dec.append(UpStage(2 * w[i], cout, freqs[i + 1], freqs[i], se(cout)))
+        # head over [last decoder stage, network input]: the logit, or offset and slope (affine)
+        self.out = nn.Conv2d(w[0] + r, 2 if self.affine else 1, (1, kf), padding=(0, kf // 2))
         nn.init.constant_(self.out.bias, cfg.mask_bias_init)
+        if self.affine:
+            nn.init.zeros_(self.out.bias[1:])
         self._names, self._shapes = self._state_layout(cfg)
+        #: where the decoder's states begin, and the coarse grid's (frames, held, phase)
+        self._dec_state = 2 * len(self.enc) + len(self.mid) + 1
+        self._grid_state = self._dec_state + 1 + len(self.dec)
         # not a parameter and not saved: rebuilt from the config
-        self.register_buffer("band", _window_band(cfg.context_frames, MAX_BLOCK), persistent=False)
+        self.register_buffer("band", window_band(ctx, MAX_BLOCK), persistent=False)
 
     def _state_layout(self, cfg: ModelConfig) -> tuple[list[str], list[list[int]]]:
         names: list[str] = []
         shapes: list[tuple[int, ...]] = []  # per stream: conv [C, frames, F], SE [C, frames]
-        hist = cfg.context_frames - 1
+        hist = cfg.context_frames // self.stride - 1
         for i, stage in enumerate(self.enc):
             names.append(f"enc{i}_conv")
             shapes.append((stage.conv.cin, stage.conv.ctx, self.freqs[i]))
@@ -347,6 +277,10 @@ class RtUNet(nn.Module):
         for k, stage in enumerate(self.dec):
             names.append(f"dec{k}_se")
             shapes.append((stage.norm.num_features, hist))
+        if self.stride > 1:  # coarse_grid.FrameRate: input frames, held head output, phase
+            names += ["frames", "held", "phase"]
+            shapes += [(self.stride - 1, self.freqs[0]), (self.out.out_channels, 1, self.freqs[0])]
+            shapes.append((1,))
         return names, [list(x) for x in shapes]
 
     def window_band(self, frames: int) -> torch.Tensor:
@@ -354,23 +288,27 @@ class RtUNet(nn.Module):
         return self.band[: self.band.shape[0] - self.band.shape[1] + frames, :frames]
 
     def encode(
-        self, x: torch.Tensor, state: list[torch.Tensor], band: torch.Tensor
+        self,
+        x: torch.Tensor,
+        state: list[torch.Tensor],
+        band: torch.Tensor,
+        drop: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """x ``[B, 1, T, F]`` -> (pre-quantizer latent ``[B, D, T, F_b]``, skips, new states)."""
+        """x ``[B, R, T, F_c]`` -> (pre-quantizer latent ``[B, D, T, F_b]``, skips, new states)."""
         new: list[torch.Tensor] = []
         skips: list[torch.Tensor] = []
         si = 0
         for stage in self.enc:
-            x, c, h = stage(x, state[si], state[si + 1], band)
+            x, c, h = stage(x, state[si], state[si + 1], band, drop)
             new.append(c)
             new.append(h)
             skips.append(x)
             si += 2
         for conv in self.mid:
-            x, c = conv(x, state[si])
+            x, c = conv(x, state[si], drop)
             new.append(c)
             si += 1
-        x, h = self.mid_se(x, state[si], band)
+        x, h = self.mid_se(x, state[si], band, drop)
         new.append(h)
         return self.pre_vq(x), skips, new
 
@@ -378,22 +316,31 @@ class RtUNet(nn.Module):
         self,
         q: torch.Tensor,
         skips: list[torch.Tensor],
-        feat: torch.Tensor,
+        x: torch.Tensor,
         state: list[torch.Tensor],
         band: torch.Tensor,
+        drop: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """quantized ``[B, D, T, F_b]`` -> (mask logits ``[B, 1, T, F]``, new states)."""
-        si = len(state) - len(self.dec) - 1
+        """quantized ``[B, D, T, F_b]``, network input x -> (head ``[B, 1|2, T, F_c]``, states)."""
+        si = self._dec_state
         new: list[torch.Tensor] = []
-        u, c = self.post_vq(q, state[si])
+        u, c = self.post_vq(q, state[si], drop)
         new.append(c)
         si += 1
         n = len(skips)
         for k, stage in enumerate(self.dec):
-            u, h = stage(torch.cat([u, skips[n - 1 - k]], dim=1), state[si], band)
+            u, h = stage(torch.cat([u, skips[n - 1 - k]], dim=1), state[si], band, drop)
             new.append(h)
             si += 1
-        return self.out(torch.cat([u, feat], dim=1)), new
+        return self.out(torch.cat([u, x], dim=1)), new
+
+    def logits(self, head: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """Head output ``[B, 1|2, T, F_c]`` per STFT frame + features ``[B, 1, T, F]`` -> mask
+        logits ``[B, 1, T, F]`` (affine: offset + slope x the frame's own feature, per bin)."""
+        h = self.bands.expand(head)
+        if self.affine:
+            return h[:, :1] + h[:, 1:] * feat
+        return h
 
     def init_state(self, batch: int) -> list[torch.Tensor]:
         p = self.out.weight
@@ -404,20 +351,34 @@ class RtUNet(nn.Module):
         self, feat: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self.init_state(feat.shape[0])
-        band = self.window_band(min(feat.shape[2], MAX_BLOCK))
-        z, skips, _ = self.encode(feat, state, band)
+        x = self.bands.compress(feat)
+        g = self._grid_state
+        if self.stride > 1:
+            x, index, _, _, _ = self.rate.select(x, state[g], state[g + 2])
+        band = self.window_band(min(x.shape[2], MAX_BLOCK))
+        z, skips, _ = self.encode(x, state, band)
         q, loss, ppl = self.vq(z)
-        logits, _ = self.decode(q, skips, feat, state, band)
-        return logits, loss, ppl
+        head, _ = self.decode(q, skips, x, state, band)
+        if self.stride > 1:
+            head, _ = self.rate.hold(head, state[g + 1], index)
+        return self.logits(head, feat), loss, ppl
 
     def step(
         self, feat: torch.Tensor, state: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        band = self.window_band(feat.shape[2])
-        z, skips, new_enc = self.encode(feat, state, band)
-        q = self.vq.quantize(z)
-        logits, new_dec = self.decode(q, skips, feat, state, band)
-        return logits, new_enc + new_dec
+        x = self.bands.compress(feat)
+        if self.stride == 1:
+            band = self.window_band(x.shape[2])
+            z, skips, new_enc = self.encode(x, state, band)
+            head, new_dec = self.decode(self.vq.quantize(z), skips, x, state, band)
+            return self.logits(head, feat), new_enc + new_dec
+        g = self._grid_state
+        x, index, drop, frames, phase = self.rate.select(x, state[g], state[g + 2])
+        band = self.window_band(x.shape[2])
+        z, skips, new_enc = self.encode(x, state, band, drop)
+        head, new_dec = self.decode(self.vq.quantize(z), skips, x, state, band, drop)
+        head, held = self.rate.hold(head, state[g + 1], index)
+        return self.logits(head, feat), new_enc + new_dec + [frames, held, phase]
 
 
 # ============================================================================ seed U-Net
@@ -589,12 +550,17 @@ def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[s
     second of audio.
 
     Counted with hooks on convs and pools during an eval-mode offline forward of ``frames``
-    frames (seed: one 260-frame window), plus the quantizer's distance matmul.
+    frames (seed: one 260-frame window), plus the quantizer's distance matmul, the SE window
+    sums and the affine head's per-frame multiply-add. With ``frame_stride`` R the network
+    runs on one frame in R, so its MACs are divided by R (the streaming step wastes a network
+    frame on some blocks whose K is not a multiple of R; see ``coarse_grid``).
     """
     cfg = cfg or ModelConfig()
     model = DenoiserNet(cfg).eval()
     if not cfg.causal:
         frames = cfg.window_frames
+    r = cfg.frame_stride
+    frames = -(-frames // r) * r  # whole network frames
     macs = [0]
 
     def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
@@ -616,13 +582,15 @@ def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[s
     model(spec)
     for h in handles:
         h.remove()
-    # causal SE window averages: context adds per channel per frame
+    # causal SE window averages: context adds per channel per network frame
     se_adds = sum(
-        m.fc1.in_channels * cfg.context_frames
+        m.fc1.in_channels * m.context / r
         for m in model.modules()
         if isinstance(m, SqueezeExcite) and m.causal
     )
-    per_frame = macs[0] / frames + se_adds
+    # affine head: offset + slope x feature, per bin of every STFT frame
+    head = cfg.n_freqs if cfg.causal and cfg.mask_head == "affine" else 0
+    per_frame = macs[0] / frames + se_adds + head
     params = sum(p.numel() for p in model.parameters())
     vq = model.net.vq
     return {
@@ -636,8 +604,16 @@ def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[s
 
 # ============================================================================ checkpoints
 def save_checkpoint(path: str | Path, model: DenoiserNet, **extra: object) -> None:
-    """Weights, buffers and config in one file (``extra``: e.g. epoch, metrics, optimizer)."""
-    payload = {"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "extra": extra}
+    """Weights, buffers and config in one file (``extra``: e.g. step, metrics, train config).
+
+    Everything beside the tensors is stored as plain types (``checkpoint.to_plain``), so the
+    file loads with ``weights_only=True``.
+    """
+    payload = {
+        "config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "extra": to_plain(extra),
+    }
     torch.save(payload, str(path))
 
 
@@ -645,15 +621,15 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
     """Rebuild the model from a checkpoint alone (eval mode); ``.extra`` holds the extras.
 
     Reads ``save_checkpoint`` files and also the trainer's resume files (``last.pt``: weights
-    under ``model``, the training config with its ``model`` section under ``config``).
+    under ``model``, the training config with its ``model`` section under ``config``). The file
+    is read with ``weights_only=True`` (``checkpoint.read_checkpoint``): one that holds code is
+    refused with a ``UserError`` before anything in it runs.
     """
     from .errors import UserError
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+    payload = read_checkpoint(path, map_location)
     try:
-        payload = torch.load(str(path), map_location=map_location, weights_only=False)
         if "state_dict" in payload:
             cfg = ModelConfig.from_dict(payload["config"])
             weights, extra = payload["state_dict"], payload.get("extra", {})
@@ -664,9 +640,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> DenoiserNet:
             weights, extra = payload["model"], {"step": payload.get("step")}
         model = DenoiserNet(cfg)
         model.load_state_dict(weights)
-    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise UserError(f"not an rtdenoise checkpoint: {path} ({exc})") from exc
-    except Exception as exc:  # unpickling garbage raises assorted types
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
     model.extra = extra
     return model.eval()

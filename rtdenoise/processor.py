@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .stft import StftConfig
+
 #: attenuation limit that is effectively none (a gain floor of 1e-5)
 NO_LIMIT_DB = 100.0
 
@@ -61,8 +63,10 @@ class MaskProcessor:
     def __init__(
         self, backend: object, atten_lim_db: float | None = None, wet: float = 1.0
     ) -> None:
+        meta = getattr(backend, "meta", None) or {}
+        #: the framing the model was trained for (its metadata; older models: the design's)
+        self.stft = StftConfig.from_dict(meta.get("stft", {}))
         if atten_lim_db is None:
-            meta = getattr(backend, "meta", None) or {}
             atten_lim_db = float(meta.get("atten_lim_db", NO_LIMIT_DB))
         if not atten_lim_db >= 0:
             raise ValueError(f"atten_lim_db must be >= 0, got {atten_lim_db}")
@@ -111,9 +115,22 @@ class MaskProcessor:
             gain += 1.0 - self.wet
         la = self.lookahead_frames
         if la == 0:
-            np.multiply(frames, gain, out=out)
+            _apply_gain(frames, gain, out)
             return
         d = self._delay
         d[:, la:] = frames
-        np.multiply(d[:, :k], gain, out=out)
+        _apply_gain(d[:, :k], gain, out)
         d[:, :la] = d[:, k : k + la]  # numpy buffers overlapping copies itself
+
+
+def _apply_gain(frames: np.ndarray, gain: np.ndarray, out: np.ndarray) -> None:
+    """out = frames * gain: complex ``[C, K, F]`` times real ``[C, K, F]``, no temporaries.
+
+    ``np.multiply(complex, real)`` casts the gain to a complex buffer on every call; scaling
+    the real and imaginary parts separately gives the same numbers and allocates nothing.
+    """
+    if np.iscomplexobj(frames) and out.dtype == frames.dtype:
+        np.multiply(frames.real, gain, out=out.real)
+        np.multiply(frames.imag, gain, out=out.imag)
+    else:
+        np.multiply(frames, gain, out=out)

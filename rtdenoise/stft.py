@@ -11,10 +11,18 @@ Two layers:
   in steady state, with a start-up region; both are precomputed).
 
 Frame ``i`` covers input samples ``[i*hop - pad, i*hop - pad + nperseg)`` with ``pad =
-nperseg // 2`` (scipy's zero boundary). Fed ``n`` samples, the analyzer has produced every frame
-with ``i*hop + nperseg - pad <= n``. The synthesizer finalises ``hop`` output samples per frame.
-With identity processing the streaming pair reconstructs the input delayed by
-``nperseg - 1`` samples when output is drained in whole hops (see :meth:`StftConfig.latency`).
+nperseg // 2`` for the symmetric window (scipy's zero boundary). Fed ``n`` samples, the analyzer
+has produced every frame with ``i*hop + nperseg - pad <= n``. The synthesizer finalises ``hop``
+output samples per frame. With identity processing the streaming pair reconstructs the input
+delayed by ``nperseg - 1`` samples when output is drained in whole hops (see
+:meth:`StftConfig.latency`).
+
+Low-latency framing (``StftConfig(synthesis_len=S)``): the same 519-point frames and 260 bins,
+but an asymmetric analysis window and a synthesis window that covers only the last ``S``
+samples of a frame, so a frame finalises its output ``S`` samples after its newest input and
+the latency is ``S - 1`` (123 samples = 15.4 ms for S = 124). Offline and streaming pairs are
+the same code for both families; only the windows, the boundary and the synthesised segment
+differ (``seg_start``, ``seg_len``).
 
 Hot paths use preallocated buffers and allocate nothing. The FFTs are batched over all frames
 of a call, padded to a multiple of 4 frames (pocketfft's SIMD lanes), and write into
@@ -91,18 +99,39 @@ _rfft_into, _irfft_into = _pick_ffts()
 
 @dataclass(frozen=True)
 class StftConfig:
-    """Framing of the design: one second at 8 kHz is a square 260 x 260 spectrogram."""
+    """Framing: one second at 8 kHz is a square 260 x 260 spectrogram.
+
+    Two families share the 519-point frames and hop 31 (so the 260 bins and the frame rate):
+
+    * ``synthesis_len=0``: the design's symmetric periodic window (``window``, Hann) for
+      analysis and synthesis; algorithmic latency ``nperseg - 1`` (64.75 ms).
+    * ``synthesis_len=S`` (a multiple of ``hop``, ``2*hop <= S < nperseg``): an asymmetric
+      analysis window (long rise over ``nperseg - S/2`` samples, short fall over ``S/2``) and a
+      synthesis window that is non-zero only on the last ``S`` samples of a frame, chosen so
+      that analysis x synthesis is a Hann of length ``S`` there (Mauler & Martin 2007; Z.-Q.
+      Wang et al. 2023). Frequency resolution stays 260 bins; latency drops to ``S - 1``.
+      ``window`` names the rise: ``"hann"`` = the rise of a sqrt-Hann (power 0.5), or
+      ``"hann^P"`` for a Hann rise raised to the power ``P`` (the oracle study's variants).
+    """
 
     sample_rate: int = 8000
     nperseg: int = 519
     noverlap: int = 488
     window: str = "hann"
+    #: S, samples of the short synthesis window at the end of each frame (0 = symmetric)
+    synthesis_len: int = 0
 
     def __post_init__(self) -> None:
         if self.nperseg < 2 or not 0 <= self.noverlap < self.nperseg:
             raise ValueError(f"need 0 <= noverlap < nperseg, got {self.noverlap}, {self.nperseg}")
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        s, hop = self.synthesis_len, self.hop
+        if s and (s % hop or s < 2 * hop or s >= self.nperseg):
+            raise ValueError(
+                f"synthesis_len must be 0 or a multiple of hop {hop} in [{2 * hop}, "
+                f"{self.nperseg}), got {s}"
+            )
 
     @property
     def hop(self) -> int:
@@ -115,49 +144,124 @@ class StftConfig:
         return self.nperseg // 2 + 1
 
     @property
+    def asymmetric(self) -> bool:
+        return self.synthesis_len > 0
+
+    @property
+    def seg_len(self) -> int:
+        """Samples of a frame that the synthesis uses (its last ``seg_len``): S, or nperseg."""
+        return self.synthesis_len or self.nperseg
+
+    @property
+    def seg_start(self) -> int:
+        """Offset in a frame where the synthesis support begins (``nperseg - seg_len``)."""
+        return self.nperseg - self.seg_len
+
+    @property
     def pad(self) -> int:
-        """Zero boundary added before the first sample (scipy's ``boundary='zeros'``): 259."""
-        return self.nperseg // 2
+        """Zeros before the first sample: scipy's ``boundary='zeros'`` (259) for the symmetric
+        window; ``nperseg - S/2`` for the asymmetric one (sample 0 sits at the middle of the
+        first frame's synthesis support)."""
+        return self.nperseg - self.seg_len // 2 if self.asymmetric else self.nperseg // 2
+
+    @property
+    def pad_end(self) -> int:
+        """Zeros after the last sample (before rounding up to whole hops) in :func:`stft`."""
+        return self.seg_len // 2 if self.asymmetric else self.nperseg // 2
 
     @property
     def latency_samples(self) -> int:
-        """Streaming latency for one frame per block and no lookahead (``nperseg - 1`` = 518)."""
+        """Streaming latency for one frame per block and no lookahead (``seg_len - 1``:
+        518 for the symmetric window, S - 1 for the asymmetric one)."""
         return self.latency(1, 0)
 
     def latency(self, block_frames: int = 1, lookahead_frames: int = 0) -> int:
         """Algorithmic latency of the streaming pair in samples at ``sample_rate``.
 
-        ``nperseg - 1 + (block_frames - 1 + lookahead_frames) * hop``: the last sample of a
-        block's newest frame (plus lookahead) must have arrived before the first output sample
-        of that block can be finalised, and output is released a block (``K * hop``) at a time.
+        ``seg_len - 1 + (block_frames - 1 + lookahead_frames) * hop``: a frame can be
+        synthesised only once its last sample has arrived, the samples it finalises start
+        ``seg_len - hop`` before that, and output is released a block (``K * hop``) at a time.
         """
         if block_frames < 1 or lookahead_frames < 0:
             raise ValueError("block_frames must be >= 1 and lookahead_frames >= 0")
-        return self.nperseg - 1 + (block_frames - 1 + lookahead_frames) * self.hop
+        return self.seg_len - 1 + (block_frames - 1 + lookahead_frames) * self.hop
 
     @property
     def window_array(self) -> np.ndarray:
-        """Periodic window, float64 ``[nperseg]`` (what scipy's ``get_window`` returns)."""
-        return _window(self.window, self.nperseg)
+        """Analysis window, float64 ``[nperseg]`` (symmetric: scipy's periodic ``get_window``)."""
+        return _windows(self.window, self.nperseg, self.synthesis_len)[0]
+
+    @property
+    def synthesis_array(self) -> np.ndarray:
+        """Synthesis window, float64 ``[nperseg]``, zero before :attr:`seg_start`."""
+        return _windows(self.window, self.nperseg, self.synthesis_len)[1]
+
+    def to_dict(self) -> dict:
+        return {
+            "sample_rate": self.sample_rate,
+            "nperseg": self.nperseg,
+            "noverlap": self.noverlap,
+            "window": self.window,
+            "synthesis_len": self.synthesis_len,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StftConfig:
+        """From :meth:`to_dict` or a model's metadata (extra keys such as ``hop`` ignored)."""
+        keys = ("sample_rate", "nperseg", "noverlap", "window", "synthesis_len")
+        return cls(**{k: d[k] for k in keys if k in d})
+
+    def describe(self) -> str:
+        ms = 1000.0 * self.latency_samples / self.sample_rate
+        kind = f"asymmetric, synthesis {self.synthesis_len}" if self.asymmetric else "symmetric"
+        return f"{self.window} {self.nperseg}/{self.hop} ({kind}; {ms:.2f} ms)"
 
 
-@functools.lru_cache(maxsize=8)
-def _window(name: str, nperseg: int) -> np.ndarray:
-    win = scipy.signal.get_window(name, nperseg)
+def _rise_power(name: str) -> float:
+    if name == "hann":
+        return 0.5
+    if name.startswith("hann^"):
+        return float(name[5:])
+    raise ValueError(f"unknown window {name!r} (use 'hann' or 'hann^P')")
+
+
+@functools.lru_cache(maxsize=16)
+def _windows(name: str, nperseg: int, synthesis_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(analysis, synthesis) float64 ``[nperseg]``, read-only."""
+    if not synthesis_len:
+        win = scipy.signal.get_window(name, nperseg)
+        syn = win
+    else:
+        p = _rise_power(name)
+        m = synthesis_len // 2
+        rise = nperseg - m
+        # periodic Hann of length 2*rise: its first `rise` samples climb from 0 to 1
+        up = scipy.signal.get_window("hann", 2 * rise)[:rise] ** p
+        # sqrt of a Hann of length 2m: its second half falls from 1 towards 0
+        down = np.sqrt(scipy.signal.get_window("hann", 2 * m)[m:])
+        win = np.concatenate([up, down])
+        syn = np.zeros(nperseg)
+        tail = slice(nperseg - synthesis_len, nperseg)
+        target = scipy.signal.get_window("hann", synthesis_len)
+        a = win[tail]
+        syn[tail] = np.where(a > 1e-12, target / np.maximum(a, 1e-12), 0.0)
+    win, syn = np.array(win, float), np.array(syn, float)
     win.setflags(write=False)
-    return win
+    syn.setflags(write=False)
+    return win, syn
 
 
 def ola_norm(cfg: StftConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of squared windows of the overlap-add, in padded coordinates.
+    """Sum of analysis x synthesis windows of the overlap-add, in segment coordinates (position
+    ``n`` = padded position ``n + seg_start``: frame ``i`` covers ``[i*hop, i*hop + seg_len)``).
 
     Returns ``(startup [S], steady [hop])`` float64: ``startup[n]`` for ``n < S`` (``S`` a whole
-    number of hops, ``>= nperseg - 1``) and ``steady[n % hop]`` for every ``n >= S``.
+    number of hops, ``>= seg_len - 1``) and ``steady[n % hop]`` for every ``n >= S``.
     """
-    hop, n = cfg.hop, cfg.nperseg
+    hop, n = cfg.hop, cfg.seg_len
     n_blocks = -(-n // hop)  # blocks of hop samples one frame touches
-    size = (n_blocks + 1) * hop  # the last startup position (nperseg - 2) lies inside
-    w2 = cfg.window_array**2
+    size = (n_blocks + 1) * hop  # the last startup position (seg_len - 2) lies inside
+    w2 = (cfg.window_array * cfg.synthesis_array)[cfg.seg_start :]
     norm = np.zeros(size + n_blocks * hop)
     for i in range(size // hop + 1):
         norm[i * hop : i * hop + n] += w2
@@ -175,15 +279,15 @@ def stft(x: np.ndarray, cfg: StftConfig = StftConfig()) -> np.ndarray:
 
     x: real ``[..., n]`` (float32 stays float32, anything else is float64)
     -> complex ``[..., frames, n_freqs]`` with ``frames = ceil(n / hop) + 1`` for
-    ``n >= nperseg`` (zero boundary of ``pad`` on both sides, zero-padded to whole hops,
-    ``scaling='spectrum'``: divided by the window sum).
+    ``n >= nperseg`` (zero boundary of ``pad`` before and ``pad_end`` after, zero-padded to whole
+    hops, ``scaling='spectrum'``: divided by the analysis window's sum).
     """
     x = np.asarray(x)
     dtype = _float_dtype(x)
     x = x.astype(dtype, copy=False)
     n = x.shape[-1]
     hop, nps, pad = cfg.hop, cfg.nperseg, cfg.pad
-    padded_len = n + 2 * pad
+    padded_len = n + pad + cfg.pad_end
     extra = (-(padded_len - nps) % hop) % nps
     xp = np.zeros(x.shape[:-1] + (padded_len + extra,), dtype)
     xp[..., pad : pad + n] = x
@@ -197,8 +301,10 @@ def stft(x: np.ndarray, cfg: StftConfig = StftConfig()) -> np.ndarray:
 def istft(z: np.ndarray, cfg: StftConfig = StftConfig(), length: int | None = None) -> np.ndarray:
     """Offline inverse, equal to ``scipy.signal.istft(...)[1]`` (frames before bins here).
 
-    z: complex ``[..., frames, n_freqs]`` -> real ``[..., nperseg + (frames-1)*hop - 2*pad]``
-    (complex64 in gives float32 out). ``length`` trims (or zero-extends) the result, e.g. to the
+    z: complex ``[..., frames, n_freqs]`` -> real
+    ``[..., nperseg + (frames-1)*hop - pad - pad_end]`` (complex64 in gives float32 out).
+    Weighted overlap-add with the synthesis window, normalised by the overlap-added product of
+    the analysis and synthesis windows. ``length`` trims (or zero-extends) the result, e.g. to the
     length of the signal that :func:`stft` analysed.
     """
     z = np.asarray(z)
@@ -212,9 +318,9 @@ def istft(z: np.ndarray, cfg: StftConfig = StftConfig(), length: int | None = No
         out_len = 0
         y = np.zeros(lead + (0,), dtype)
     else:
-        win = cfg.window_array
+        win, syn = cfg.window_array, cfg.synthesis_array
         xs = scipy.fft.irfft(z, n=nps, axis=-1)
-        xs *= (win * win.sum()).astype(dtype)
+        xs *= (syn * win.sum()).astype(dtype)
         n_blocks = -(-nps // hop)
         frames_padded = np.zeros(lead + (n_frames, n_blocks * hop), dtype)
         frames_padded[..., :nps] = xs
@@ -225,14 +331,14 @@ def istft(z: np.ndarray, cfg: StftConfig = StftConfig(), length: int | None = No
         full_len = nps + (n_frames - 1) * hop
         y = acc.reshape(lead + (-1,))[..., :full_len]
         norm = np.zeros(full_len + (n_blocks - 1) * hop)
-        w2 = win**2
-        for j in range(n_blocks):  # same sum for the window: vectorised over frame starts
+        w2 = win * syn
+        for j in range(n_blocks):  # same sum for the windows: vectorised over frame starts
             seg = w2[j * hop : (j + 1) * hop]
             view = norm[j * hop : j * hop + n_frames * hop].reshape(n_frames, hop)
             view[:, : len(seg)] += seg
         norm = norm[:full_len]
-        y = y[..., pad : full_len - pad]
-        norm = norm[pad : full_len - pad]
+        y = y[..., pad : full_len - cfg.pad_end]
+        norm = norm[pad : full_len - cfg.pad_end]
         y = y / np.where(norm > _NORM_EPS, norm, 1.0).astype(dtype)
         out_len = y.shape[-1]
     if length is not None:
@@ -241,6 +347,21 @@ def istft(z: np.ndarray, cfg: StftConfig = StftConfig(), length: int | None = No
         else:
             y = np.concatenate([y, np.zeros(lead + (length - out_len,), dtype)], axis=-1)
     return y
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_frames(buf, r, hop, win, out, m):  # pragma: no cover - compiled
+    """out[c, i] = buf[c, r + i*hop : r + i*hop + nperseg] * win for i < m.
+
+    Compiled because numpy's ufuncs copy an input whose elements overlap (the strided frame
+    view over the buffer) before multiplying: an allocation per call on the hot path.
+    """
+    nps = win.shape[0]
+    for c in range(buf.shape[0]):
+        for i in range(m):
+            o = r + i * hop
+            for t in range(nps):
+                out[c, i, t] = buf[c, o + t] * win[t]
 
 
 class StftAnalyzer:
@@ -264,12 +385,6 @@ class StftAnalyzer:
         # kept between pops: < nperseg + hop*(frames not popped); room for two of that + a push
         n_hops = 2 * (-(-nps // hop) + max_frames) + max_frames + 2
         self._buf = np.zeros((channels, n_hops * hop), np.float32)
-        s0, s1 = self._buf.strides
-        n_views = (self._buf.shape[1] - nps) // hop + 1
-        # every frame start is a multiple of hop inside the buffer: one strided view serves all
-        self._frames = np.lib.stride_tricks.as_strided(
-            self._buf, shape=(channels, n_views, nps), strides=(s0, hop * s1, s1), writeable=False
-        )
         self._win = (cfg.window_array / cfg.window_array.sum()).astype(np.float32)
         # rows past the frames of a call are padding for the FFT's SIMD lanes (contents unused)
         self._windowed = np.zeros((channels, _lanes(max_frames), nps), np.float32)
@@ -298,7 +413,8 @@ class StftAnalyzer:
             keep = self._w - self._r
             if keep > self._r:  # would overlap: the caller let too many frames pile up
                 raise RuntimeError("StftAnalyzer overfull: pop frames before pushing more")
-            self._buf[:, :keep] = self._buf[:, self._r : self._w]
+            for row in self._buf:  # row by row: numpy copies 2-D overlapping-range moves first
+                row[:keep] = row[self._r : self._w]
             self._r, self._w = 0, keep
         self._buf[:, self._w : self._w + n] = x
         self._w += n
@@ -311,8 +427,7 @@ class StftAnalyzer:
         """
         if m > self.available or m > self.max_frames:
             raise ValueError(f"cannot pop {m} frames ({self.available} available)")
-        i0 = self._r // self._hop
-        np.multiply(self._frames[:, i0 : i0 + m], self._win, out=self._windowed[:, :m])
+        _window_frames(self._buf, self._r, self._hop, self._win, self._windowed, m)
         self._r += m * self._hop
         self.frames_out += m
         mp = _lanes(m)
@@ -324,8 +439,9 @@ class StftAnalyzer:
 def _overlap_add(acc, xs, wsyn, hop, inv, out):
     """One batch of the streaming overlap-add (compiled: one call instead of ~20 numpy ops).
 
-    acc [C, A] running sums (``acc[:, :nperseg-hop]`` holds the partial sums of earlier frames,
-    the rest is zero); xs [C, m, nperseg] inverse FFTs; wsyn [nperseg] synthesis window;
+    acc [C, A] running sums (``acc[:, :seg-hop]`` holds the partial sums of earlier frames,
+    the rest is zero); xs [C, m, seg] inverse FFTs (the synthesised part of each frame);
+    wsyn [seg] synthesis window;
     inv [>= m*hop] inverse normalisation of the output positions; out [C, >= m*hop] <- the
     finalised samples. Leaves acc in the same form for the next batch.
     """
@@ -349,9 +465,9 @@ class StftSynthesizer:
     """Streaming overlap-add with exact normalisation: frames -> finalised output samples.
 
     Each :meth:`push` of ``m`` frames returns the ``m * hop`` samples that no later frame can
-    change, minus the first ``pad`` samples of the stream (scipy's boundary), so the output is
-    time-aligned with the analyzer's input: with identity processing, after frames ``0..i``
-    the outputs cover input samples ``[0, (i+1)*hop - pad)``.
+    change, minus the first ``pad - seg_start`` samples of the stream (the boundary), so the
+    output is time-aligned with the analyzer's input: with identity processing, after frames
+    ``0..i`` the outputs cover input samples ``[0, (i+1)*hop + seg_start - pad)``.
     """
 
     def __init__(self, cfg: StftConfig, channels: int = 1, max_frames: int = 64) -> None:
@@ -360,10 +476,12 @@ class StftSynthesizer:
         self.cfg = cfg
         self.channels = channels
         self.max_frames = max_frames
-        hop, nps = cfg.hop, cfg.nperseg
+        hop, nps, seg = cfg.hop, cfg.nperseg, cfg.seg_len
         self._hop = hop
-        win = cfg.window_array
-        self._wsyn = (win * win.sum()).astype(np.float32)
+        self._seg0 = cfg.seg_start  # only the last seg_len samples of a frame are synthesised
+        self._wsyn = (cfg.synthesis_array * cfg.window_array.sum())[self._seg0 :].astype(
+            np.float32
+        )
         startup, steady = ola_norm(cfg)
         inv_start = 1.0 / np.where(startup > _NORM_EPS, startup, 1.0)
         inv_steady = 1.0 / np.where(steady > _NORM_EPS, steady, 1.0)
@@ -371,7 +489,7 @@ class StftSynthesizer:
         #: inverse norm of output block b at [b*hop, (b+1)*hop) for b < startup blocks, then
         #: the steady (periodic) values for max_frames more blocks
         self._inv = np.concatenate([inv_start, np.tile(inv_steady, max_frames)]).astype(np.float32)
-        self._acc = np.zeros((channels, nps + max_frames * hop), np.float32)
+        self._acc = np.zeros((channels, seg + max_frames * hop), np.float32)
         self._out = np.empty((channels, max_frames * hop), np.float32)
         # frames are copied here so that the FFT can run on whole SIMD lanes
         self._spec = np.zeros((channels, _lanes(max_frames), cfg.n_freqs), np.complex64)
@@ -381,7 +499,8 @@ class StftSynthesizer:
     def reset(self) -> None:
         """Start a new stream."""
         self._acc[:] = 0.0
-        self._skip = self.cfg.pad  # boundary samples still to drop from the output
+        # boundary samples still to drop: output starts at the first frame's synthesis support
+        self._skip = self.cfg.pad - self.cfg.seg_start
         self.frames_in = 0
 
     def push(self, z: np.ndarray) -> np.ndarray:
@@ -398,7 +517,7 @@ class StftSynthesizer:
         mp = _lanes(m)
         self._spec[:, :m] = z
         _irfft_into(self._spec[:, :mp], self._xs[:, :mp])
-        xs = self._xs[:, :m]
+        xs = self._xs[:, :m, self._seg0 :]
         row = min(self.frames_in, self._n_start_blocks)
         _overlap_add(self._acc, xs, self._wsyn, hop, self._inv[row * hop :], self._out)
         self.frames_in += m

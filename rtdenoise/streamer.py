@@ -53,6 +53,7 @@ from fractions import Fraction
 import numpy as np
 
 from .bandsplit import BandSplit, BandSplitConfig, HighBandGain, gain_floor
+from .errors import UserError
 from .processor import FrameProcessor, IdentityProcessor
 from .ring import RingBuffer
 from .stft import StftAnalyzer, StftConfig, StftSynthesizer
@@ -144,12 +145,28 @@ class _Core:
             self.ring.read(out[a:b])
 
 
+def _framing(processor: FrameProcessor | None, stft: StftConfig | None) -> StftConfig:
+    """The framing to run: the processor's own (a model's, from its metadata) unless one is
+    asked for; a model never runs on a framing it was not trained for."""
+    own = getattr(processor, "stft", None)
+    if stft is None:
+        return own or StftConfig()
+    if own is not None and own != stft:
+        raise UserError(
+            f"the model was trained for the STFT framing {own.describe()} and cannot run on "
+            f"{stft.describe()}"
+        )
+    return stft
+
+
 class Streamer:
     """Block-by-block denoising engine with a fixed, exact latency.
 
     processor: any :class:`~rtdenoise.processor.FrameProcessor` (default: identity, 1 frame).
     sample_rate: rate of the audio fed and returned; resampled to/from ``stft.sample_rate``.
     channels: C; ``feed`` takes ``[n]`` (C == 1) or ``[n, C]``.
+    stft: the framing; default: the processor's (a model's ``stft`` from its metadata), else
+    the design's symmetric window. A framing other than the model's raises ``UserError``.
     full_band: above ``stft.sample_rate``, add the band the model does not see, gated by its
     output (:mod:`rtdenoise.bandsplit`, tuned by ``band``); False: the low band only.
     """
@@ -159,11 +176,12 @@ class Streamer:
         processor: FrameProcessor | None = None,
         sample_rate: int = 8000,
         channels: int = 1,
-        stft: StftConfig = StftConfig(),  # noqa: B008 - frozen dataclass
+        stft: StftConfig | None = None,
         max_frames: int = DEFAULT_MAX_FRAMES,
         full_band: bool = True,
         band: BandSplitConfig = BandSplitConfig(),  # noqa: B008 - frozen dataclass
     ) -> None:
+        stft = _framing(processor, stft)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         if int(sample_rate) != sample_rate or sample_rate <= 0:

@@ -69,6 +69,14 @@ def missing_reason() -> str | None:
     return None
 
 
+def say_if_missing() -> bool:
+    """For a script: print why the server cannot run here and return True (else False)."""
+    reason = missing_reason()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+    return reason is not None
+
+
 class AudioServer:
     """Start/stop one PulseAudio server under ``root``; clients use :attr:`env`."""
 

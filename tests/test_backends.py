@@ -192,15 +192,18 @@ def test_mask_processor_on_onnx_applies_the_model_mask(shipped):
     np.testing.assert_allclose(np.concatenate(got, 1), frames * mask, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("lookahead", [0, 2])
-def test_streamer_with_model_equals_offline_masking(tmp_path, lookahead):
-    """Engine + MaskProcessor == offline STFT, offline model mask, offline iSTFT."""
+@pytest.mark.parametrize(
+    "lookahead, coarse", [(0, {}), (2, {}), (0, {"frame_stride": 2, "mask_head": "affine"})]
+)
+def test_streamer_with_model_equals_offline_masking(tmp_path, lookahead, coarse):
+    """Engine + MaskProcessor == offline STFT, offline model mask, offline iSTFT (coarse: the
+    network on every 2nd frame, 3 frames per call)."""
     import dataclasses
 
     from rtdenoise.stft import istft, stft
     from rtdenoise.streamer import Streamer
 
-    cfg = dataclasses.replace(TINY, lookahead_frames=lookahead)
+    cfg = dataclasses.replace(TINY, lookahead_frames=lookahead, **coarse)
     model = trained_tiny(cfg, seed=4)
     save_checkpoint(tmp_path / "m.pt", model)
     x = (0.1 * np.random.default_rng(6).standard_normal(4000)).astype(np.float32)

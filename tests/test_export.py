@@ -24,6 +24,18 @@ TINY = preset_config(
     code_dim=8,
 )
 
+#: the coarse grid on: network every 4th frame, bins from 2 kHz in bands of 5, grouped bottleneck
+COARSE = preset_config(
+    **{
+        **TINY.to_dict(),
+        "frame_stride": 4,
+        "band_split": 130,
+        "band_width": 5,
+        "mask_head": "affine",
+        "bottleneck_groups": 2,
+    }
+)
+
 
 def trained_tiny(cfg=TINY, seed: int = 0) -> DenoiserNet:
     """A tiny rt model whose BatchNorm statistics and codebook have left their init."""
@@ -34,17 +46,26 @@ def trained_tiny(cfg=TINY, seed: int = 0) -> DenoiserNet:
     return m.eval()
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export")
-    model = trained_tiny()
+def _export(d, cfg):
+    model = trained_tiny(cfg)
     save_checkpoint(d / "ckpt.pt", model)
     paths = export_all(d / "ckpt.pt", d / "out", name="tiny", atten_lim_db=9.0)
     return model, paths
 
 
-def test_inference_copy_folds_batchnorm_without_changing_outputs():
-    m = trained_tiny()
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("export"), TINY)
+
+
+@pytest.fixture(scope="module")
+def exported_coarse(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("export_coarse"), COARSE)
+
+
+@pytest.mark.parametrize("cfg", [TINY, COARSE], ids=["rt", "coarse"])
+def test_inference_copy_folds_batchnorm_without_changing_outputs(cfg):
+    m = trained_tiny(cfg)
     f = inference_copy(m)
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
     spec = torch.randn(1, 6, TINY.n_freqs, 2) * 0.05
@@ -56,8 +77,10 @@ def test_inference_copy_folds_batchnorm_without_changing_outputs():
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 
-def test_eager_torchscript_onnx_parity_over_20_steps(exported):
-    model, paths = exported
+@pytest.mark.parametrize("which", ["exported", "exported_coarse"])
+def test_eager_torchscript_onnx_parity_over_20_steps(which, request):
+    """Every K from 1 to 16 in one graph; coarse: K not a multiple of R at every phase."""
+    model, paths = request.getfixturevalue(which)
     names = model.state_names()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, works
@@ -124,3 +147,38 @@ def test_the_default_attenuation_limit_travels_with_every_format(exported, kind)
     path = paths["checkpoint" if kind == "torch" else kind]
     proc = MaskProcessor(load_backend(kind, str(path), None, 1))
     assert proc.atten_lim_db == 9.0
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript", "torch"])
+def test_framing_travels_with_the_model(tmp_path, backend):
+    """A model trained for the low-latency framing carries it through export: every backend's
+    processor runs on it, the engine's latency is the framing's, the streamed output equals the
+    offline model through that framing, and any other framing is refused."""
+    from rtdenoise.backends import load_backend
+    from rtdenoise.errors import UserError
+    from rtdenoise.processor import MaskProcessor
+    from rtdenoise.stft import StftConfig, istft, stft
+    from rtdenoise.streamer import Streamer
+
+    low = StftConfig(window="hann^3", synthesis_len=124)
+    cfg = preset_config(**{**TINY.to_dict(), "stft_window": "hann^3", "stft_synthesis_len": 124})
+    model = trained_tiny(cfg)
+    save_checkpoint(tmp_path / "low.pt", model)
+    paths = export_all(tmp_path / "low.pt", tmp_path / "out", name="low")
+    meta = json.loads(paths["json"].read_text())
+    assert meta["stft"]["synthesis_len"] == 124 and meta["stft"]["latency_samples"] == 123
+    path = {"onnx": paths["onnx"], "torchscript": paths["torchscript"], "torch": tmp_path / "low.pt"}
+    proc = MaskProcessor(load_backend(backend, path[backend], block_frames=2))
+    assert proc.stft == low
+    s = Streamer(proc)
+    assert s.latency_samples == low.latency(2) == 123 + 31
+    x = (np.random.default_rng(0).standard_normal(4000) * 0.1).astype(np.float32)
+    y = s.process(x)
+    z = stft(x, low)
+    spec = torch.from_numpy(np.stack([z.real, z.imag], -1)[None].astype(np.float32))
+    with torch.no_grad():
+        mask = model(spec)[0][0].numpy()
+    ref = istft(z * mask, low, length=len(x))
+    np.testing.assert_allclose(y, ref, atol=2e-4)
+    with pytest.raises(UserError, match="trained for the STFT framing"):
+        Streamer(proc, stft=StftConfig())

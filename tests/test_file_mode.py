@@ -187,7 +187,7 @@ def test_several_inputs_one_bad_goes_on(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_stdin_stdout(tmp_path: Path) -> None:
-    """A real process: wav through a pipe, the NaN report on stderr, nothing else there."""
+    """A real process: wav through a pipe; on stderr the NaN report and the summary line."""
     x = speechband(7000, 8000, 2)
     x[123, 1] = np.nan
     src = tmp_path / "in.wav"
@@ -204,16 +204,40 @@ def test_stdin_stdout(tmp_path: Path) -> None:
     assert_allclose(b, np.nan_to_num(x, nan=0.0), atol=1e-5)
 
 
-def test_default_model_fallback_and_help(
+def test_one_line_per_file_unless_quiet(tmp_path: Path) -> None:
+    """A real process without a terminal: no progress bar, one line per file on stderr (input
+    -> output, seconds of audio, x real time); -q: nothing."""
+    srcs = [tmp_path / "a.wav", tmp_path / "b.flac"]
+    sf.write(srcs[0], speechband(4000, 8000), 8000)
+    sf.write(srcs[1], speechband(4410, 44100, 2), 44100)
+    (tmp_path / "out").mkdir()
+    res = run_sub(["--passthrough", *map(str, srcs), "-o", str(tmp_path / "out")])
+    lines = res.stderr.decode().splitlines()
+    assert res.returncode == 0 and len(lines) == 2, lines
+    for src, line, secs in zip(srcs, lines, ("0.50", "0.10"), strict=True):
+        dst = tmp_path / "out" / src.name
+        assert line.startswith(f"{src} -> {dst}: {secs} s of audio in "), line
+        assert line.endswith("x real time)"), line
+    res = run_sub(["-q", "--passthrough", str(srcs[0]), str(tmp_path / "q.wav")])
+    assert res.returncode == 0 and res.stderr == b""
+
+
+def test_help_describes_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["file", "--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "default.onnx" in text and "MODEL_CARD" in text and "-15 dB" in text
+    assert "until a trained model ships" not in text.lower()
+
+
+def test_default_model_fallback(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Without a shipped model the default is identity, said in --help and as a warning."""
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["file", "--help"])
-    assert exc.value.code == 0 and "identity" in capsys.readouterr().out
+    """A broken install without the model file falls back to identity, with a warning."""
     monkeypatch.setattr(file_mode, "DEFAULT_MODEL", tmp_path / "default.onnx")
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, speechband(3000, 8000), 8000)
@@ -436,6 +460,45 @@ def test_model_options_reach_the_mask(
     assert code == 0 and fake_backends == [("onnx", str(model))]
     y, _ = sf.read(dst, dtype="float32", always_2d=True)
     assert_allclose(y, x * (0.5 * 10 ** (-6 / 20) + 0.5), atol=1e-5)
+
+
+def test_latency_mode_picks_the_shipped_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--latency-mode low runs the shipped low-latency model on its own framing (123-sample
+    window latency); standard the design's; live mode defaults to low; with --model it is
+    refused in one line."""
+    from rtdenoise.cli import build_parser
+
+    low = file_mode.build_processor(latency_mode="low")
+    std = file_mode.build_processor(latency_mode="standard")
+    assert (low.stft.synthesis_len, low.stft.latency_samples) == (124, 123)
+    assert std.stft.synthesis_len == 0 and file_mode.build_processor().stft == std.stft
+    live = build_parser("live").parse_args(["live", "--input", "x", "--output", "y"])
+    assert file_mode.processor_from_args(live).stft == low.stft
+    x = speechband(8000, 16000)
+    src = tmp_path / "in.wav"
+    sf.write(src, x, 16000, subtype="FLOAT")
+    outs = {}
+    for mode in ("low", "standard"):
+        code, _ = run_cli(["--latency-mode", mode, str(src), str(tmp_path / f"{mode}.wav")], capsys)
+        assert code == 0
+        outs[mode], _ = sf.read(tmp_path / f"{mode}.wav", dtype="float32")
+    assert outs["low"].shape == outs["standard"].shape == x.shape[:1]
+    assert np.abs(outs["low"] - outs["standard"]).max() > 1e-3  # another model ran
+    code, err = run_cli(
+        [
+            "--latency-mode",
+            "low",
+            "--model",
+            str(ROOT / "rtdenoise/models/default.onnx"),
+            str(src),
+            str(tmp_path / "x.wav"),
+        ],
+        capsys,
+    )
+    assert code != 0 and err.count("\n") == 1 and "--latency-mode" in err
+    assert not (tmp_path / "x.wav").exists()
 
 
 # --------------------------------------------------------------------------- library + property

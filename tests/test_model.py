@@ -28,6 +28,14 @@ TINY = preset_config(
     code_dim=8,
 )
 
+#: the coarse grid (coarse_grid.py): network every 2nd/4th frame, bins 21..32 in bands of 3
+COARSE = {
+    r: dataclasses.replace(
+        TINY, frame_stride=r, band_split=21, band_width=3, mask_head="affine", bottleneck_groups=2
+    )
+    for r in (2, 4)
+}
+
 
 def _model(cfg: ModelConfig = TINY, seed: int = 0) -> DenoiserNet:
     torch.manual_seed(seed)
@@ -65,11 +73,21 @@ def test_streaming_equals_offline(k):
     assert (online - offline).abs().max() <= 1e-5
 
 
-def test_streaming_random_chunks_equals_offline():
-    m = _model()
+@pytest.mark.parametrize(
+    "cfg, blocks",
+    [
+        (TINY, 12),
+        # coarse grid: 332 frames = 83/166 network frames take the SE cumsum path offline
+        (COARSE[4], 40),
+        (dataclasses.replace(COARSE[2], bottleneck_groups=1), 40),
+    ],
+    ids=["rt", "coarse4", "coarse2"],
+)
+def test_streaming_random_chunks_equals_offline(cfg, blocks):
+    m = _model(cfg)
     g = torch.Generator().manual_seed(3)
-    sizes = torch.randint(1, 17, (12,), generator=g).tolist()
-    spec = _spec(TINY, 1, sum(sizes))
+    sizes = torch.randint(1, 17, (blocks,), generator=g).tolist()
+    spec = _spec(cfg, 1, sum(sizes))
     with torch.no_grad():
         offline, _, _ = m(spec)
     assert (_stream(m, spec, sizes) - offline).abs().max() <= 1e-5
@@ -247,3 +265,153 @@ def test_load_checkpoint_reads_trainer_resume_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
     with pytest.raises(UserError):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+# ---------------------------------------------------------------------------- coarse grid
+@pytest.mark.parametrize("r", [2, 4])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7])
+def test_coarse_grid_streaming_equals_offline(r, k):
+    """Any K, a multiple of R or not: the phase in the R-cycle and the frames since the last
+    network frame travel in the state; 40 frames is past the SE window (12 frames = 3 or 6
+    network frames)."""
+    m = _model(COARSE[r])
+    spec = _spec(COARSE[r], 2, 42)
+    with torch.no_grad():
+        offline, _, _ = m(spec)
+    sizes = [k] * (42 // k) + ([42 % k] if 42 % k else [])
+    assert (_stream(m, spec, sizes) - offline).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("r", [2, 4])
+def test_coarse_grid_is_causal_and_holds_between_network_frames(r):
+    """Changing frame 9 leaves every earlier mask unchanged; within its R-cycle it changes only
+    its own mask (the held head output applied to its feature) until the next network frame,
+    whose R stacked input frames include it."""
+    m = _model(COARSE[r])
+    a = _spec(COARSE[r], 1, 24)
+    b = a.clone()
+    b[:, 9] = torch.randn_like(b[:, 9])
+    with torch.no_grad():
+        ma, _, _ = m(a)
+        mb, _, _ = m(b)
+    diff = (ma - mb).abs().amax(dim=2)[0]
+    nxt = (9 // r + 1) * r  # the next network frame
+    assert diff[:9].max() == 0
+    assert diff[9] > 1e-4
+    assert (diff[10:nxt] == 0).all()
+    assert diff[nxt] > 1e-4
+    sa, sb = _stream(m, a, [3] * 8), _stream(m, b, [3] * 8)
+    assert torch.equal(sa[:, :9], sb[:, :9])
+
+
+def test_coarse_grid_block_without_network_frame_keeps_the_network_state():
+    """K < R at a phase with no network frame: the step runs a placeholder network frame and
+    drops it, so every network state is unchanged; only the grid state moves."""
+    m = _model(COARSE[4])
+    names = m.state_names()
+    assert names[-3:] == ["frames", "held", "phase"]
+    state = m.init_state(1)
+    with torch.no_grad():
+        _, state = m.step(_spec(COARSE[4], 1, 5), state)  # frames 0..4: phase 1
+        _, new = m.step(_spec(COARSE[4], 1, 2, seed=3), state)  # frames 5, 6: none is 8
+    for name, old, cur in zip(names, state, new, strict=True):
+        if name in ("frames", "phase"):
+            assert not torch.equal(old, cur), name
+        else:
+            assert torch.equal(old, cur), name
+    assert float(new[-1][0, 0]) == 3.0
+
+
+def test_coarse_grid_config_checks():
+    with pytest.raises(ValueError, match="affine"):
+        dataclasses.replace(TINY, frame_stride=2)
+    with pytest.raises(ValueError, match="multiple"):
+        dataclasses.replace(TINY, frame_stride=5, mask_head="affine")
+    with pytest.raises(ValueError, match="bands"):
+        dataclasses.replace(TINY, band_split=20, band_width=3)
+    with pytest.raises(ValueError, match="rt options"):
+        preset_config("seed", frame_stride=2, mask_head="affine")
+    # the fields travel in checkpoints; a dict without them (an older model) gets the defaults
+    d = COARSE[4].to_dict()
+    assert ModelConfig.from_dict(d) == COARSE[4]
+    old = {k: v for k, v in TINY.to_dict().items() if k not in _NEW_FIELDS}
+    assert ModelConfig.from_dict(old) == TINY
+
+
+_NEW_FIELDS = ("frame_stride", "band_split", "band_width", "mask_head", "bottleneck_groups")
+
+
+def test_coarse_grid_complexity_counts_what_the_step_runs():
+    """MACs per frame of ``model_complexity`` (offline count) == hooks counted over streaming
+    steps of K = R (one network frame each) + the SE window sums and the head's per-frame
+    multiply-add."""
+    cfg = COARSE[4]
+    m = _model(cfg)
+    macs = [0]
+
+    def hook(mod, inp, out):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        if isinstance(mod, torch.nn.ConvTranspose2d):
+            macs[0] += inp[0].numel() * mod.out_channels // mod.groups * k
+        else:
+            macs[0] += out.numel() * mod.in_channels // mod.groups * k
+
+    convs = [x for x in m.modules() if isinstance(x, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    handles = [x.register_forward_hook(hook) for x in convs]
+    _stream(m, _spec(cfg, 1, 40), [4] * 10)
+    for h in handles:
+        h.remove()
+    net = m.net
+    vq = net.freqs[-1] * cfg.code_dim * cfg.codebook_size
+    se = sum(x.fc1.in_channels * x.context for x in m.modules() if hasattr(x, "fc1"))
+    per_frame = (macs[0] / 10 + vq + se) / 4 + cfg.n_freqs
+    assert model_complexity(cfg)["macs_per_frame"] == pytest.approx(per_frame)
+
+
+@pytest.mark.parametrize("name", ["default", "lowlat"])
+def test_shipped_model_computes_as_exported(name):
+    """The coarse-grid options default to the old network: a shipped checkpoint loads with the
+    same state layout and complexity as its metadata, and its eager step gives the masks and
+    states of the ONNX graph exported before the options existed."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime as ort
+
+    models = Path(__file__).resolve().parent.parent / "rtdenoise" / "models"
+    meta = json.loads((models / f"{name}.json").read_text())
+    m = load_checkpoint(models / f"{name}.pt")
+    assert m.cfg == ModelConfig.from_dict(meta["model_config"])
+    assert m.state_names() == meta["state_names"]
+    assert [list(s.shape[1:]) for s in m.init_state(1)] == meta["state_shapes"]
+    assert model_complexity(m.cfg) == meta["complexity"]
+    sess = ort.InferenceSession(str(models / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    spec = _spec(m.cfg, 1, 24, seed=9)
+    state = m.init_state(1)
+    feeds = [s.numpy() for s in state]
+    for t in range(0, 24, 4):
+        block = spec[:, t : t + 4]
+        with torch.no_grad():
+            mask, state = m.step(block, state)
+        feed = dict(zip(meta["state_names"], feeds, strict=True))
+        got = sess.run(None, {"spec": block.numpy(), **feed})
+        for ref, out in zip([mask, *state], got, strict=True):
+            np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
+        feeds = got[1:]
+
+
+def test_cheap_config_costs_at_most_a_quarter_of_the_shipped_model():
+    """training/configs/rt_cheap.json: the coarse grid spends less than 1/4 of the shipped
+    model's MACs per second of audio (part of the saving went to width)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    section = json.loads((root / "training" / "configs" / "rt_cheap.json").read_text())["model"]
+    cfg = preset_config(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+    shipped = load_checkpoint(root / "rtdenoise" / "models" / "default.pt").cfg
+    cheap, today = model_complexity(cfg), model_complexity(shipped)
+    assert cheap["macs_per_second"] <= 0.25 * today["macs_per_second"]
+    assert cheap["params"] > today["params"]  # wider
+    assert cfg.frame_stride == 4 and cfg.context_frames == 260  # the 1 s SE window

@@ -59,6 +59,9 @@ TINY_RT = {
     "se_min_hidden": 2,
 }
 
+#: the coarse grid on top (rtdenoise/coarse_grid.py): network every 2nd frame, bands above 200
+TINY_COARSE = {"frame_stride": 2, "band_split": 200, "band_width": 4, "mask_head": "affine"}
+
 
 def _standin(monkeypatch):
     monkeypatch.setattr(T, "build_model", lambda cfg: StandIn())
@@ -67,13 +70,17 @@ def _standin(monkeypatch):
     )
 
 
-@pytest.fixture(params=["standin", "rt"])
+@pytest.fixture(params=["standin", "rt", "coarse"])
 def model_kind(request, monkeypatch):
-    """Both a stand-in with dropout (RNG state matters) and the real rt model, tiny."""
+    """A stand-in with dropout (RNG state matters) and the real rt model, tiny, with and
+    without the coarse grid."""
     if request.param == "standin":
         _standin(monkeypatch)
     else:
         pytest.importorskip("rtdenoise.model")
+    if request.param == "coarse":
+        build = T.build_model
+        monkeypatch.setattr(T, "build_model", lambda cfg: build({**cfg, **TINY_COARSE}))
     return request.param
 
 
@@ -243,6 +250,58 @@ def test_init_from_checkpoint_starts_fine_tuning_from_its_weights(tmp_path, monk
         assert torch.equal(a, b), k  # weights and feature statistics come from the checkpoint
 
 
+@pytest.mark.parametrize("where", ["init", "resume"])
+def test_checkpoints_that_hold_code_are_refused(tmp_path, monkeypatch, where):
+    """train.init=x.pt and OUT/last.pt are read weights-only: a pickle that would create a file
+    is refused with one line (UserError; main() prints it without a traceback), nothing runs."""
+    from rtdenoise.errors import UserError
+    from tests.test_checkpoint import malicious_checkpoint
+
+    _standin(monkeypatch)
+    data = _make_data(tmp_path / "data")
+    target = tmp_path / "pwned"
+    (tmp_path / "run").mkdir()
+    if where == "init":
+        cfg = _cfg(data, 3, init=str(malicious_checkpoint(tmp_path / "evil.pt", target)))
+    else:
+        cfg = _cfg(data, 3)
+        malicious_checkpoint(tmp_path / "run" / "last.pt", target)
+    with pytest.raises(UserError, match="refusing to load .*calls io.open"):
+        T.Trainer(cfg, tmp_path / "run")
+    assert not target.exists()
+
+
+def test_corpus_location_from_data_root_env_or_default(tmp_path, monkeypatch, capsys):
+    """{data_root} paths: --data-root, else $RTDENOISE_DATA, else ../shared/data/corpus beside
+    the repository (not the cwd); a missing corpus is one clear line naming both settings."""
+    from training import data as D
+
+    monkeypatch.delenv(D.DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    repo = Path(T.__file__).resolve().parent.parent
+    assert D.data_root() == repo.parent / "shared" / "data" / "corpus"
+    monkeypatch.setenv(D.DATA_ENV, str(tmp_path / "env"))
+    assert D.data_root() == tmp_path / "env"
+    assert D.data_root(tmp_path / "cli") == tmp_path / "cli"  # --data-root wins
+    assert D.resolve_path("{data_root}/train/clean", Path("c")) == Path("c/train/clean")
+    assert D.resolve_path("x/y", Path("c")) == Path("x/y")  # other paths as given
+
+    _standin(monkeypatch)
+    _make_data(tmp_path / "corpus" / "train")  # clean/ and noise/ as the corpus has them
+    cfg = _cfg(T.load_config(None, [])["data"], 2)
+    tr = T.Trainer(
+        {**cfg, "data": {**cfg["data"], "root": str(tmp_path / "corpus")}}, tmp_path / "r"
+    )
+    assert tr.data_path("val_pairs") == tmp_path / "corpus" / "val" / "pairs.csv"
+    assert len(tr.sampler.speech) == 4
+    monkeypatch.setenv(D.DATA_ENV, str(tmp_path / "nowhere"))
+    capsys.readouterr()
+    code = T.main(["--out", str(tmp_path / "r2"), "train.steps=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "corpus folder not found" in err[0]
+    assert "--data-root" in err[0] and "RTDENOISE_DATA" in err[0]
+
+
 def test_asymmetric_loss_weighs_removed_speech_more_than_residual_noise():
     """w_under: the same compressed-magnitude error costs (w_mag + w_under) / w_mag more when the
     estimate is below the target; w_under = 0 is the symmetric loss."""
@@ -272,9 +331,68 @@ def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
     small = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2))).eval()
     save_checkpoint(tmp_path / "small.pt", small)
     big = DenoiserNet(preset_config("rt", widths=(4, 6), bottleneck_dilations=(1, 2, 4, 8)))
-    st = torch.load(tmp_path / "small.pt", weights_only=False)
+    st = torch.load(tmp_path / "small.pt", weights_only=True)
     missing, unexpected = big.load_state_dict(st["state_dict"], strict=False)
     assert T._zero_new_residuals(big, missing) == set(missing) and not unexpected
     x = torch.randn(1, 50, 260, 2)
     with torch.no_grad():
         torch.testing.assert_close(big.eval()(x)[0], small(x)[0])
+
+
+def test_packed_shards_give_the_same_mixtures(tmp_path):
+    """training.pack: shards (several, tiny size limit) hold the folders' audio in order, to
+    16-bit precision, and a sampler built from them draws the same mixtures."""
+    from training import pack
+    from training.data import MixConfig, MixtureSampler
+
+    data = _make_data(tmp_path / "data")
+    m = pack.pack(data["train_clean"], data["train_noise"], tmp_path / "shards", max_mb=0.05)
+    assert m["speech_shards"] > 1 and m["speech_files"] == 4 and m["noise_files"] == 4
+    assert all(p.stat().st_size <= 0.05e6 for p in (tmp_path / "shards").glob("*.npz"))
+    speech, keys, noise = pack.load_shards(tmp_path / "shards")
+    cfg = MixConfig(crop_s=0.5)
+    ref = MixtureSampler.from_dirs(data["train_clean"], data["train_noise"], cfg)
+    assert keys == ref.speakers and len(speech) == len(ref.speech) == 4
+    for a, b in zip(speech + noise, ref.speech + ref.noise, strict=True):
+        np.testing.assert_allclose(a, b, atol=np.abs(b).max() / 32767)
+    got = MixtureSampler(speech, noise, cfg, keys).batch(0, 5, 0, 3)
+    want = ref.batch(0, 5, 0, 3)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-3)
+
+
+def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
+    """The GPU recipe (training/configs/gpu.json: shards, data workers, large batch) with a
+    tiny setting: worker processes feed exactly the batches the main process would mix."""
+    from training import pack
+
+    data = _make_data(tmp_path / "data")
+    pack.pack(data["train_clean"], data["train_noise"], tmp_path / "shards")
+    recipe = json.loads((Path(T.__file__).parent / "configs" / "gpu.json").read_text())
+    assert recipe["train"]["workers"] >= 4 and recipe["data"]["shards"]
+    runs = {}
+    for workers in (0, 2):
+        cfg = T.deep_update(T.load_config(None, []), recipe)
+        cfg["data"] = {
+            "shards": str(tmp_path / "shards"),
+            "val_pairs": data["val_pairs"],
+            "mix": {**recipe["data"].get("mix", {}), "crop_s": 0.5},
+        }
+        cfg["model"].update({k: v for k, v in TINY_RT.items() if k != "preset"})
+        cfg["train"].update(
+            {
+                "steps": 4,
+                "batch_size": 3,
+                "workers": workers,
+                "val_every": 0,
+                "stats_examples": 4,
+                "threads": 1,
+                "init": None,
+            }
+        )
+        tr = T.Trainer(cfg, tmp_path / f"run{workers}")
+        tr.run()
+        runs[workers] = tr
+    assert runs[2].step == 4 and runs[2]._stream is None
+    for a, b in zip(runs[0].model.parameters(), runs[2].model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -23,6 +23,7 @@ Recipe of one training example (``MixConfig``):
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,31 @@ log = logging.getLogger(__name__)
 
 SR = 8000
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
-CORPUS = Path("/work/shared/data/corpus")
+#: the repository that holds this package
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: environment variable naming the corpus folder (``--data-root`` overrides it)
+DATA_ENV = "RTDENOISE_DATA"
+#: the corpus when neither ``--data-root`` nor ``$RTDENOISE_DATA`` is given: the shared data
+#: folder beside the repository, ``../shared/data/corpus`` from its root (whatever the cwd)
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "corpus"
+#: a config path that starts with this lies in the corpus folder
+DATA_ROOT_VAR = "{data_root}"
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """The corpus folder: ``root`` (``--data-root``), else ``$RTDENOISE_DATA``, else
+    :data:`DEFAULT_DATA_ROOT`. Given values are paths as typed (relative to the cwd)."""
+    value = root if root not in (None, "") else os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else DEFAULT_DATA_ROOT
+
+
+def resolve_path(path: str | Path, root: Path) -> Path:
+    """A path from a config: ``{data_root}/train/clean`` -> ``root / "train/clean"``; any other
+    path is used as it is (absolute, or relative to the cwd)."""
+    s = str(path)
+    if s.startswith(DATA_ROOT_VAR):
+        return root / s[len(DATA_ROOT_VAR) :].lstrip("/\\")
+    return Path(s)
 
 
 @dataclass(frozen=True)
@@ -230,6 +255,7 @@ class MixtureSampler:
         return np.stack([e["noisy"] for e in ex]), np.stack([e["target"] for e in ex])
 
 
-def default_dirs(split: str) -> tuple[list[Path], list[Path]]:
-    """The corpus's ``{split}/clean`` and ``{split}/noise`` folders."""
-    return [CORPUS / split / "clean"], [CORPUS / split / "noise"]
+def default_dirs(split: str, root: str | Path | None = None) -> tuple[list[Path], list[Path]]:
+    """The corpus's ``{split}/clean`` and ``{split}/noise`` folders (corpus: :func:`data_root`)."""
+    corpus = data_root(root)
+    return [corpus / split / "clean"], [corpus / split / "noise"]

@@ -2,6 +2,9 @@
 
 One command for the default model and for users' own data:
 
+- data: the corpus folder is ``--data-root DIR``, else ``$RTDENOISE_DATA``, else
+  ``../shared/data/corpus`` beside the repository; config paths that start with ``{data_root}``
+  lie in it, any other path is used as given;
 - on-the-fly mixtures (``training.data``), features statistics measured on a sample of
   training mixtures at start and stored in the model;
 - loss: compressed spectral loss + SI-SDR of the resynthesis + the VQ loss (``training.losses``);
@@ -35,10 +38,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rtdenoise import metrics
+from rtdenoise.checkpoint import read_checkpoint
+from rtdenoise.errors import UserError
 from rtdenoise.evaluate import mix_pair, read_pairs
 
-from .data import MixConfig, MixtureSampler
+from .data import DATA_ROOT_VAR, MixConfig, MixtureSampler, data_root, resolve_path
 from .losses import LossConfig, si_sdr_loss, spectral_loss
+from .pack import load_shards
 from .torch_stft import TorchStft
 
 log = logging.getLogger(__name__)
@@ -47,9 +53,12 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {"preset": "rt"},
     "data": {
-        "train_clean": ["/work/shared/data/corpus/train/clean"],
-        "train_noise": ["/work/shared/data/corpus/train/noise"],
-        "val_pairs": "/work/shared/data/corpus/val/pairs.csv",
+        # corpus folder: --data-root, else $RTDENOISE_DATA, else ../shared/data/corpus beside
+        # the repository; paths below that start with {data_root} lie in it
+        "root": None,
+        "train_clean": ["{data_root}/train/clean"],
+        "train_noise": ["{data_root}/train/noise"],
+        "val_pairs": "{data_root}/val/pairs.csv",
         "mix": {},
     },
     "loss": {},
@@ -169,6 +178,17 @@ def _zero_new_residuals(model: torch.nn.Module, missing: list[str]) -> set[str]:
     return covered
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Dataset indexed by training step: item ``s`` is ``(s, noisy [B, n], target [B, n])``."""
+
+    def __init__(self, sampler: MixtureSampler, seed: int, rank: int, size: int) -> None:
+        self.sampler, self.seed, self.rank, self.size = sampler, seed, rank, size
+
+    def __getitem__(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        noisy, target = self.sampler.batch(self.seed, step, self.rank, self.size)
+        return step, torch.from_numpy(noisy), torch.from_numpy(target)
+
+
 class Trainer:
     """Owns model, optimiser, data and logs; ``run()`` trains until steps or budget run out."""
 
@@ -202,10 +222,19 @@ class Trainer:
         self.mix_cfg = MixConfig.from_dict(cfg["data"].get("mix", {}))
         self.loss_cfg = LossConfig(**cfg.get("loss", {}))
         d = cfg["data"]
-        self.sampler = MixtureSampler.from_dirs(d["train_clean"], d["train_noise"], self.mix_cfg)
-        self.stft = TorchStft().to(self.device)
+        if d.get("shards"):  # packed, pre-decoded (python -m training.pack): loads in seconds
+            speech, keys, noise = load_shards(self.data_path("shards"))
+            self.sampler = MixtureSampler(speech, noise, self.mix_cfg, keys)
+        else:
+            self.sampler = MixtureSampler.from_dirs(
+                self.data_path("train_clean"), self.data_path("train_noise"), self.mix_cfg
+            )
+        self._stream: Any = None  # batches mixed in worker processes (train.workers > 0)
 
         self.model = build_model(cfg["model"]).to(self.device)
+        # the model's own framing (a model without a config: the design's)
+        framing = getattr(getattr(self.model, "cfg", None), "stft", None)
+        self.stft = TorchStft(framing).to(self.device)
         self.step = 0
         self.best = -math.inf
         self.optim = torch.optim.AdamW(
@@ -236,6 +265,18 @@ class Trainer:
         self.val_set: list[tuple[str, float, np.ndarray, np.ndarray]] | None = None
         self._stop = False
 
+    def data_path(self, key: str) -> Any:
+        """``data.<key>`` (a path or a list of paths) with ``{data_root}`` resolved."""
+        value = self.cfg["data"][key]
+        paths = value if isinstance(value, list) else [value]
+        root = data_root(self.cfg["data"].get("root"))
+        if any(str(p).startswith(DATA_ROOT_VAR) for p in paths) and not root.is_dir():
+            raise UserError(
+                f"corpus folder not found: {root} (give --data-root DIR or set RTDENOISE_DATA)"
+            )
+        out = [resolve_path(p, root) for p in paths]
+        return out if isinstance(value, list) else out[0]
+
     # ------------------------------------------------------------------ state
 
     def _init_feature_stats(self) -> None:
@@ -254,16 +295,15 @@ class Trainer:
 
     def _init_from(self, path: Path) -> None:
         """Fine-tuning: weights and feature statistics from a checkpoint (``train.init``);
-        optimizer, schedule and step start afresh."""
-        if not path.is_file():
-            raise SystemExit(f"train.init: checkpoint not found: {path}")
-        st = torch.load(path, map_location=self.device, weights_only=False)
-        missing, unexpected = self.model.load_state_dict(
-            st.get("state_dict", st.get("model")), strict=False
-        )
+        optimizer, schedule and step start afresh. Read with ``weights_only=True``."""
+        st = read_checkpoint(path, self.device)
+        weights = st.get("state_dict", st.get("model")) if isinstance(st, dict) else None
+        if not isinstance(weights, dict):
+            raise UserError(f"train.init: not an rtdenoise checkpoint: {path}")
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
         grown = _zero_new_residuals(self.model, missing)
         if unexpected or set(missing) - grown:
-            raise SystemExit(
+            raise UserError(
                 f"train.init: {path} does not fit this model (missing "
                 f"{sorted(set(missing) - grown)[:4]}, unexpected {sorted(unexpected)[:4]})"
             )
@@ -286,7 +326,7 @@ class Trainer:
         }
 
     def _load_state(self, path: Path) -> None:
-        st = torch.load(path, map_location=self.device, weights_only=False)
+        st = read_checkpoint(path, self.device)  # weights_only: tensors and plain types
         self.model.load_state_dict(st["model"])
         self.optim.load_state_dict(st["optim"])
         self.sched.load_state_dict(st["sched"])
@@ -303,12 +343,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(noisy_spec, target_spec [B, T, F, 2], target_wave [B, n]) for this step/rank."""
+    def _start_workers(self) -> None:
+        """``train.workers`` processes mix the batches of the coming steps ahead of the model
+        (each batch is a pure function of its step, so this changes no number)."""
+        workers = int(self.t_cfg.get("workers", 0))
+        if workers <= 0 or self.step >= int(self.t_cfg["steps"]):
+            return
+        bs = int(self.t_cfg["batch_size"])
+        data = _StepBatches(self.sampler, self.seed, self.rank, bs)
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=None,
+            sampler=range(self.step, int(self.t_cfg["steps"])),
+            num_workers=workers,
+            prefetch_factor=int(self.t_cfg.get("prefetch", 4)),
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # leaves the model's RNG stream untouched
+        )
+        self._stream = iter(loader)
+
+    def _arrays(self) -> tuple[Any, Any]:
+        if self._stream is not None:
+            step, noisy, target = next(self._stream)
+            assert int(step) == self.step, f"data worker sent step {int(step)} at {self.step}"
+            return noisy, target
         bs = int(self.t_cfg["batch_size"])
         noisy, target = self.sampler.batch(self.seed, self.step, self.rank, bs)
-        noisy_t = torch.from_numpy(noisy).to(self.device)
-        target_t = torch.from_numpy(target).to(self.device)
+        return torch.from_numpy(noisy), torch.from_numpy(target)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy_spec, target_spec [B, T, F, 2], target_wave [B, n]) for this step/rank."""
+        noisy, target = self._arrays()
+        noisy_t = noisy.to(self.device, non_blocking=True)
+        target_t = target.to(self.device, non_blocking=True)
         tspec = self.stft.stft(target_t)
         if self.mix_cfg.recipe == "seed":  # the original: Gaussian noise on the spectrogram
             g = torch.Generator().manual_seed(hash((self.seed, self.step, self.rank)) % 2**62)
@@ -354,7 +421,7 @@ class Trainer:
 
     def _load_val(self) -> None:
         n = int(self.t_cfg["val_pairs"])
-        csv_path = Path(self.cfg["data"]["val_pairs"])
+        csv_path = self.data_path("val_pairs")
         pairs = read_pairs(csv_path)
         idx = np.unique(np.linspace(0, len(pairs) - 1, min(n, len(pairs))).round().astype(int))
         cache: dict[str, np.ndarray] = {}
@@ -432,6 +499,7 @@ class Trainer:
             desc="train",
         )
         t_step = time.monotonic()
+        self._start_workers()
         while self.step < total and not self._stop:
             last_stats = self.train_step()
             bar.update(1)
@@ -461,6 +529,7 @@ class Trainer:
                 dist.all_reduce(flag)
                 self._stop = bool(flag.item())
         bar.close()
+        self._stream = None  # shuts the data workers down
         self.save_last()
         if self.ddp:
             dist.barrier()
@@ -491,14 +560,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="JSON config (merged over the built-in defaults)")
     p.add_argument("--out", required=True, help="run folder (resumes from OUT/last.pt)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this")
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="corpus folder for the {data_root} paths of the config (default: $RTDENOISE_DATA, "
+        "else ../shared/data/corpus beside the repository)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, Path(args.out), args.max_minutes)
-    trainer.run()
+    if args.data_root:
+        cfg["data"]["root"] = args.data_root
+    try:
+        trainer = Trainer(cfg, Path(args.out), args.max_minutes)
+        trainer.run()
+    except UserError as exc:  # one line, no traceback
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if trainer.ddp:
         dist.destroy_process_group()
     return 0

@@ -1,0 +1,151 @@
+"""The two PortAudio streams of live mode, and a larger device buffer after repeated xruns.
+
+One stream per direction (a duplex stream over two different ALSA/pulse devices was seen to
+busy-wait at 100% CPU with xruns; separate streams do not), both calling into one
+:class:`.live_engine.LiveEngine`.
+
+On a busy machine the callbacks themselves may come too late for a small device buffer:
+PortAudio then reports xruns (``output_underflow``, ``input_overflow``) and the sound server
+plays silence or drops input. No output buffering of ours helps with that (the data is ready;
+the callback did not run), so when one stream reports :data:`XRUN_REPEAT` xruns within
+:data:`XRUN_WINDOW_S`, :meth:`LiveStreams.check_xruns` reopens it with twice the suggested
+latency (at least :data:`MIN_GROWN_LATENCY_S`, at most :data:`MAX_DEVICE_LATENCY_S`). The
+engine keeps counting samples across the reopen; the step this puts in the device loop
+latency is realigned like any xrun's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from typing import Any
+
+from . import devices
+from .live_engine import LiveEngine
+
+log = logging.getLogger(__name__)
+
+#: a stream that reports this many xruns...
+XRUN_REPEAT = 3
+#: ...within this many seconds is reopened with a larger buffer
+XRUN_WINDOW_S = 5.0
+#: the suggested latency a reopened stream gets at least (s)...
+MIN_GROWN_LATENCY_S = 0.03
+#: ...and at most
+MAX_DEVICE_LATENCY_S = 0.2
+#: the xrun flags of each direction
+XRUN_FLAGS = (("input_overflow", "input_underflow"), ("output_underflow", "output_overflow"))
+SIDES = ("input", "output")
+
+
+class LiveStreams:
+    """The input and output stream of one run (``sd``: the sounddevice module)."""
+
+    def __init__(
+        self,
+        sd: Any,
+        engine: LiveEngine,
+        devs: tuple[devices.Device, devices.Device],
+        rate: int,
+        blocksize: int,
+        latency: str | float | tuple[str | float, str | float],
+    ) -> None:
+        self.sd, self.engine, self.devs = sd, engine, devs
+        self.rate, self.blocksize = rate, blocksize
+        self.requested = list(latency) if isinstance(latency, tuple) else [latency, latency]
+        #: a stream finished by itself (device error, disconnect)
+        self.ended: list[bool] = []
+        #: times each side was reopened with a larger buffer
+        self.grown = [0, 0]
+        self._generation = [0, 0]
+        self._xruns_seen = [0, 0]
+        self._xrun_times: tuple[deque[float], deque[float]] = (
+            deque(maxlen=XRUN_REPEAT),
+            deque(maxlen=XRUN_REPEAT),
+        )
+        self.streams: list[Any] = []
+        try:
+            for side in (0, 1):
+                self.streams.append(self._open(side))
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, side: int) -> Any:
+        sd, engine = self.sd, self.engine
+        cls = sd.InputStream if side == 0 else sd.OutputStream
+        generation = self._generation[side]
+
+        def finished() -> None:  # PortAudio's: the stream ended (by us, or a device failure)
+            if generation == self._generation[side]:  # not one we replaced
+                self.ended.append(True)
+                engine.stop_event.set()
+
+        try:
+            return cls(
+                device=self.devs[side].index,
+                samplerate=self.rate,
+                blocksize=self.blocksize,
+                latency=self.requested[side],
+                channels=1,
+                dtype="float32",
+                callback=engine.input_callback if side == 0 else engine.output_callback,
+                finished_callback=finished,
+            )
+        except sd.PortAudioError as exc:
+            raise devices.portaudio_user_error(
+                exc, self.devs[side], self.rate, SIDES[side]
+            ) from exc
+
+    @property
+    def latencies(self) -> tuple[float, float]:
+        """The device latencies PortAudio gives the streams now (s)."""
+        return self.streams[0].latency, self.streams[1].latency
+
+    def start(self) -> None:
+        for stream in self.streams[::-1]:  # the output first: it plays silence until armed
+            stream.start()
+
+    def close(self) -> None:
+        for side, stream in enumerate(self.streams):
+            self._generation[side] += 1
+            try:
+                stream.close(ignore_errors=True)
+            except Exception as exc:  # closing a stream a device failure already broke
+                log.debug("closing a stream: %s", exc)
+        self.streams = []
+
+    def check_xruns(self) -> str | None:
+        """(main thread) Reopen a stream whose xruns repeat with a larger buffer; -> what
+        was done, for the user, or None."""
+        flags = self.engine.stats.flags
+        now = time.monotonic()
+        for side in (0, 1):
+            count = sum(flags.get(name, 0) for name in XRUN_FLAGS[side])
+            if count > self._xruns_seen[side]:
+                self._xruns_seen[side] = count
+                times = self._xrun_times[side]
+                times.append(now)
+                if len(times) == XRUN_REPEAT and now - times[0] <= XRUN_WINDOW_S:
+                    times.clear()
+                    return self._grow(side)
+        return None
+
+    def _grow(self, side: int) -> str | None:
+        old = self.streams[side]
+        latency = min(MAX_DEVICE_LATENCY_S, max(MIN_GROWN_LATENCY_S, 2 * old.latency))
+        if not latency > old.latency * 1.05 or math.isnan(latency):
+            return None  # as large as it gets
+        self._generation[side] += 1
+        old.abort(ignore_errors=True)
+        old.close(ignore_errors=True)
+        self.requested[side] = latency
+        self.streams[side] = self._open(side)
+        self.streams[side].start()
+        self.grown[side] += 1
+        return (
+            f"repeated {SIDES[side]} xruns (a busy machine?): reopened the {SIDES[side]} "
+            f"stream with a {1000 * self.streams[side].latency:.0f} ms device buffer"
+        )
