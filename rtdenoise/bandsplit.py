@@ -42,10 +42,11 @@ output on DNSMOS as well as on PESQ-wb: with the mask's gain as it is (floored a
 attenuation limit), the high band's residual noise cost more DNSMOS than its speech gained.
 
 Timing of the gain: after frames ``0..i`` the overlap-add has released 8 kHz samples up to
-``(i+1)*hop - pad``, while frame ``i``'s analysis-times-synthesis window is centred at sample
-``i*hop - pad + centre``, about ``nperseg/2`` later: the frames that shaped a released sample
-are known ~8 frames before it leaves, which pays for the centred smoothing and the lookahead
-of the presence. (With a window whose centre is near its end, the gain lags by ``lag`` frames.)
+``(i+1)*hop + seg_start - pad``, while frame ``i``'s analysis-times-synthesis window is centred
+at sample ``i*hop - pad + centre``: the frames that shaped a released sample are known
+``wait`` frames before it leaves (7 with the design's symmetric window, which pays for the
+centred smoothing and 4 frames of the presence's lookahead; 1 with the low-latency window,
+which gets a 3-frame smoother and no lookahead). Nothing lags the audio in either case.
 
 Cost at 48 kHz, mono: a second up-resampler (two channels), a 4th-order highpass, three
 circular buffers and one pass over the output, ~1.5-3 ms of CPU per second of audio (~1.1x
@@ -67,8 +68,15 @@ from .stft import StftConfig
 
 log = logging.getLogger(__name__)
 
-#: centred smoother over frames (binomial, exact in binary: all-ones stays exactly 1)
-_SMOOTH = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float64) / 16.0
+#: half-width of the centred smoother over frames (binomial: 1 4 6 4 1, exact in binary, so
+#: all-ones stays exactly 1), narrowed when the framing leaves fewer frames of wait
+SMOOTH_FRAMES = 2
+
+
+def _binomial(s: int) -> np.ndarray:
+    """Binomial kernel of 2s + 1 taps summing to exactly 1, float64."""
+    k = np.array([math.comb(2 * s, j) for j in range(2 * s + 1)], np.float64)
+    return k / k.sum()
 
 
 @dataclass(frozen=True)
@@ -345,13 +353,18 @@ class HighBandGain:
         self.channels = channels
         hop = stft.hop
         self.k0 = int(math.ceil(cfg.top_hz * stft.nperseg / stft.sample_rate))
-        w2 = stft.window_array**2
+        w = stft.window_array * stft.synthesis_array
         #: centroid of the analysis x synthesis window in frame coordinates
-        self.centre = float((np.arange(stft.nperseg) * w2).sum() / w2.sum())
-        s = len(_SMOOTH) // 2
-        self._ahead = int(cfg.lookahead_frames)
-        # frames of delay the smoothing and the lookahead need beyond the overlap-add's wait
-        self.lag = max(0, math.floor(1 - (self.centre + 1) / hop) + 1 + s + self._ahead)
+        self.centre = float((np.arange(stft.nperseg) * w).sum() / w.sum())
+        #: frames known past the one centred on the newest released sample (7 for the
+        #: symmetric window, 1 for the low-latency one): the smoothing and the presence's
+        #: lookahead are paid from it
+        self.wait = -(math.floor(1 + (stft.seg_start - 1 - self.centre) / hop) + 1)
+        s = min(SMOOTH_FRAMES, max(self.wait, 0))
+        self._smooth = _binomial(s)
+        self._ahead = min(int(cfg.lookahead_frames), max(self.wait - s, 0))
+        # frames the gain lags the audio when even that does not fit (0 for both framings)
+        self.lag = max(0, s + self._ahead - self.wait)
         if self.lag:
             log.debug("band split: gain lags the audio by %d frames", self.lag)
         self._off = float(stft.pad - self.centre - self.lag * hop)
@@ -452,7 +465,7 @@ class HighBandGain:
                 released,
                 self._off,
                 self._hop,
-                _SMOOTH,
+                self._smooth,
                 self.track,
             )
             self.released += released

@@ -8,14 +8,18 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtdenoise.bandsplit import BandSplitConfig
+from rtdenoise.bandsplit import BandSplitConfig, HighBandGain
 from rtdenoise.processor import MaskProcessor
+from rtdenoise.stft import StftConfig
 from rtdenoise.streamer import Streamer
 
 RATES = [16000, 22050, 44100, 48000]
+#: the design's framing and that of the shipped lowlat model (asymmetric windows, 15.4 ms)
+SYMMETRIC = StftConfig()
+LOWLAT = StftConfig(window="hann^3", synthesis_len=124)
 TONES = (1000.0, 6000.0, 12000.0)
 DATA = Path(__file__).resolve().parent / "data"
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "rtdenoise" / "models" / "default.onnx"
+MODELS = Path(__file__).resolve().parents[1] / "rtdenoise" / "models"
 
 
 class PowerMaskBackend:
@@ -25,9 +29,12 @@ class PowerMaskBackend:
     so the mask varies with the signal, per channel, like a real model's.
     """
 
-    def __init__(self, block_frames: int = 2, lookahead_frames: int = 0) -> None:
+    def __init__(
+        self, block_frames: int = 2, lookahead_frames: int = 0, stft: StftConfig = SYMMETRIC
+    ) -> None:
         self.block_frames = block_frames
         self.lookahead_frames = lookahead_frames
+        self.meta = {"stft": stft.to_dict()}
 
     def reset(self, channels: int) -> None:
         self.hist = np.zeros((channels, self.lookahead_frames, 260), np.float32)
@@ -40,8 +47,10 @@ class PowerMaskBackend:
         return (p / (p + 1e-3)).astype(np.float32)
 
 
-def _masking(k: int = 2, la: int = 1, atten_lim_db: float = 20.0) -> MaskProcessor:
-    return MaskProcessor(PowerMaskBackend(k, la), atten_lim_db=atten_lim_db)
+def _masking(
+    k: int = 2, la: int = 1, atten_lim_db: float = 20.0, stft: StftConfig = SYMMETRIC
+) -> MaskProcessor:
+    return MaskProcessor(PowerMaskBackend(k, la, stft), atten_lim_db=atten_lim_db)
 
 
 def _test_signal(sr: int, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -76,15 +85,16 @@ def _feed_chunks(s: Streamer, x: np.ndarray, chunks: list[int]) -> np.ndarray:
 # -- exactness ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stft", [SYMMETRIC, LOWLAT], ids=["symmetric", "lowlat"])
 @pytest.mark.parametrize("sr", RATES)
-def test_identity_full_band_is_the_input_delayed(sr):
+def test_identity_full_band_is_the_input_delayed(sr, stft):
     """With identity processing the output is the input, delayed by latency_samples, over the
-    full band: the crossover sums back exactly."""
+    full band: the crossover sums back exactly (with either framing)."""
     x = _test_signal(sr)
-    s = Streamer(sample_rate=sr)
+    s = Streamer(sample_rate=sr, stft=stft)
     assert s.full_band and s.residual_delay == 0.0
     lat = s.latency_samples
-    assert lat == Streamer(sample_rate=sr, full_band=False).latency_samples
+    assert lat == Streamer(sample_rate=sr, stft=stft, full_band=False).latency_samples
     y = s.feed(x)
     assert np.abs(y[:lat]).max() <= 1e-3
     np.testing.assert_allclose(y[lat:], x[:-lat], rtol=0, atol=1e-3)
@@ -112,17 +122,18 @@ def test_full_band_only_above_8k_and_at_8k_changes_nothing():
 # -- streaming invariants ------------------------------------------------------------------
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(
     sr=st.sampled_from(RATES),
     la=st.integers(0, 2),
+    stft=st.sampled_from([SYMMETRIC, LOWLAT]),
     chunks=st.lists(st.integers(0, 3000), min_size=1, max_size=10),
 )
-def test_streaming_equals_whole_signal_for_any_chunking(sr, la, chunks):
+def test_streaming_equals_whole_signal_for_any_chunking(sr, la, stft, chunks):
     x = _test_signal(sr, 0.6, seed=len(chunks))
-    s = Streamer(_masking(2, la), sample_rate=sr)
+    s = Streamer(_masking(2, la, stft=stft), sample_rate=sr)
     pieces = _feed_chunks(s, x, chunks)
-    whole = Streamer(_masking(2, la), sample_rate=sr).feed(x)
+    whole = Streamer(_masking(2, la, stft=stft), sample_rate=sr).feed(x)
     np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-6)
     assert s.underflows == 0
 
@@ -146,14 +157,26 @@ def test_process_matches_feed_and_flush():
     np.testing.assert_allclose(y, streamed, rtol=0, atol=1e-6)
 
 
-def test_causal_changing_the_future_leaves_the_past():
+@pytest.mark.parametrize("stft", [SYMMETRIC, LOWLAT], ids=["symmetric", "lowlat"])
+def test_causal_changing_the_future_leaves_the_past(stft):
     sr = 44100
     x = _test_signal(sr, 0.5)
     x2 = x.copy()
     x2[12000:] = 0.0
-    y = Streamer(_masking(2, 1), sample_rate=sr).feed(x)
-    y2 = Streamer(_masking(2, 1), sample_rate=sr).feed(x2)
+    y = Streamer(_masking(2, 1, stft=stft), sample_rate=sr).feed(x)
+    y2 = Streamer(_masking(2, 1, stft=stft), sample_rate=sr).feed(x2)
     np.testing.assert_array_equal(y2[:12000], y[:12000])
+
+
+@pytest.mark.parametrize(
+    ("stft", "wait", "smooth", "ahead"), [(SYMMETRIC, 7, 5, 4), (LOWLAT, 1, 3, 0)]
+)
+def test_gain_timing_fits_in_the_overlap_adds_wait(stft, wait, smooth, ahead):
+    """The smoothing and the presence's lookahead use only frames the overlap-add waits for
+    anyway: the gain never lags the audio, with either framing."""
+    g = HighBandGain(stft, 1, 64, 0, 4096, 48000, 14.0)
+    assert (g.wait, len(g._smooth), g._ahead, g.lag) == (wait, smooth, ahead, 0)
+    assert g._smooth.sum() == 1.0
 
 
 @pytest.mark.parametrize("sr", [16000, 44100])
@@ -213,15 +236,18 @@ def speech48k():
     return soxr.resample(c16, sr16, 48000).astype(np.float32)
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model (default.onnx)")
-def test_shipped_model_gates_the_high_band_like_the_band_below(speech48k):
+@pytest.mark.parametrize("model", ["default", "lowlat"])
+def test_shipped_model_gates_the_high_band_like_the_band_below(speech48k, model):
     """48 kHz: in a noise-only stretch the energy above 4 kHz goes at least as much as the energy
     at 2-4 kHz (within 3 dB); in voiced stretches of clean speech the band above 4 kHz keeps its
     level within 3 dB."""
     from rtdenoise.backends import load_backend
 
+    path = MODELS / f"{model}.onnx"
+    if not path.exists():
+        pytest.skip(f"no shipped model {path.name}")
     sr = 48000
-    proc = MaskProcessor(load_backend("onnx", DEFAULT_MODEL))
+    proc = MaskProcessor(load_backend("onnx", path))
     speech = np.concatenate([np.zeros(sr, np.float32), speech48k, np.zeros(sr // 2, np.float32)])
     rng = np.random.default_rng(0)
     w = rng.standard_normal(len(speech) + 1)
