@@ -13,8 +13,9 @@
 Audio layout is soundfile's: ``[n]`` (mono) or ``[n, channels]``, samples along axis 0.
 Samples are float (full scale +-1.0; float64 is processed as float32) or int16/int32 (scaled
 by 1/2**15 and 1/2**31, as soundfile reads them); results are float32 at full scale +-1.0. The
-sample rate is any positive integer in Hz; the model runs at 8 kHz (resampled in and out, so
-the output is band-limited to 3.4 kHz) and multi-channel audio is denoised per channel.
+sample rate is any positive integer in Hz; the model runs at 8 kHz (resampled in and out; above
+8 kHz the band the model does not see is added back, gated by its output, unless
+``narrowband=True``) and multi-channel audio is denoised per channel.
 
 Both run the engine of ``rtdenoise file`` and ``rtdenoise live`` (:class:`~.streamer.Streamer`
 over :func:`~.file_mode.build_processor`): the same default model (the shipped ONNX model, no
@@ -51,6 +52,8 @@ class Denoiser:
     block_frames: STFT frames per model call, 1..16 (None = the model's, 4): each frame more
         adds 31 samples at 8 kHz (3.9 ms) of latency and lowers the CPU cost.
     passthrough: no model, only the engine (resampling, STFT, overlap-add).
+    narrowband: above 8 kHz, return only the telephone band the model denoises (0-3.4 kHz);
+        False (default): full band, the band above 4 kHz gated by the model's output.
 
     ``process(chunk)[t] = denoised(chunk stream)[t - latency_samples]``: a stream starts with
     ``latency_samples`` samples of silence (at rates other than 8 kHz the resampler's ~2 ms
@@ -69,6 +72,7 @@ class Denoiser:
         backend: str | None = None,
         block_frames: int | None = None,
         passthrough: bool = False,
+        narrowband: bool = False,
     ) -> None:
         from .file_mode import build_processor
         from .streamer import Streamer
@@ -87,7 +91,9 @@ class Denoiser:
             )
         except UserError as exc:  # e.g. a model file that does not load: one clear line
             raise ValueError(str(exc)) from None
-        self._streamer = Streamer(processor, self.sample_rate, self.channels)
+        self._streamer = Streamer(
+            processor, self.sample_rate, self.channels, full_band=not narrowband
+        )
         self._scratch = np.zeros(0, np.float32)  # dtype conversion of non-float32 chunks
 
     def __repr__(self) -> str:
@@ -161,7 +167,8 @@ def denoise(audio: np.ndarray, sample_rate: int, **options: Any) -> np.ndarray:
 
     audio: float (+-1.0) or int16/int32 samples, soundfile's layout (samples along axis 0).
     options: the keyword arguments of :class:`Denoiser` (``model``, ``atten_lim_db``, ``wet``,
-        ``backend``, ``block_frames``, ``passthrough``); the channels come from ``audio``.
+        ``backend``, ``block_frames``, ``passthrough``, ``narrowband``); the channels come
+        from ``audio``.
 
     Loads the model on every call: to denoise many signals, make one :class:`Denoiser` and
     call its ``denoise``. Equals ``rtdenoise file`` on the same samples.

@@ -317,3 +317,16 @@ def test_narrowband_is_a_shared_processing_option(command):
     assert streamer_options(parser.parse_args([command, *base])) == {"full_band": True}
     narrow = parser.parse_args([command, *base, "--narrowband"])
     assert streamer_options(narrow) == {"full_band": False}
+
+
+@pytest.mark.parametrize("narrowband", [False, True])
+def test_python_api_full_band_by_default_narrowband_on_request(narrowband):
+    import rtdenoise
+
+    sr = 48000
+    x = _test_signal(sr, 0.5)
+    y = rtdenoise.denoise(x, sr, passthrough=True, narrowband=narrowband)
+    if narrowband:
+        assert _level(y, 12000.0, sr) < 1e-3
+    else:
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-3)
