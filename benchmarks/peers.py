@@ -287,6 +287,7 @@ class RtDenoise(System):
         model_dir: Path | None = None,
         device_rate: int | None = None,
         full_band: bool = True,
+        latency_mode: str = "standard",
     ) -> None:
         if backend is None:
             from rtdenoise.processor import IdentityProcessor
@@ -296,10 +297,10 @@ class RtDenoise(System):
             self.description = "rtdenoise engine, identity processor (STFT -> overlap-add)"
             self.version = f"rtdenoise engine {_engine_digest()}"
         else:
-            from rtdenoise.backends import DEFAULT_PATHS, load_backend
+            from rtdenoise.backends import load_backend, shipped_model
             from rtdenoise.processor import MaskProcessor
 
-            model_path = DEFAULT_PATHS[backend]
+            model_path = shipped_model(backend, latency_mode)
             if model_dir is not None:
                 model_path = Path(model_dir) / model_path.name
             if not Path(model_path).exists():
@@ -309,7 +310,7 @@ class RtDenoise(System):
                 raise FileNotFoundError(f"model file {shown} not found (not trained yet?)")
             self._backend = load_backend(backend, model_path, threads=1)
             processor = MaskProcessor(self._backend)
-            self.name = f"rtdenoise-{backend}"
+            self.name = f"rtdenoise-{backend}" + ("-low" if latency_mode == "low" else "")
             self.description = f"rtdenoise ({backend} backend, {Path(model_path).name})"
             self.version = (
                 f"rtdenoise {Path(model_path).name} sha256:{_file_digest(model_path)}"
@@ -361,6 +362,8 @@ FACTORIES: dict[str, Callable[[Path | None], System]] = {
     "rtdenoise-torch": lambda d: RtDenoise("torch", d),
     "rtdenoise-onnx-48k": lambda d: RtDenoise("onnx", d, device_rate=48000),
     "rtdenoise-onnx-narrowband": lambda d: RtDenoise("onnx", d, full_band=False),
+    "rtdenoise-onnx-low": lambda d: RtDenoise("onnx", d, latency_mode="low"),
+    "rtdenoise-onnx-low-48k": lambda d: RtDenoise("onnx", d, device_rate=48000, latency_mode="low"),
     "rnnoise": lambda d: RNNoise(),
     "dfn3": lambda d: DeepFilterNet3(100.0, "dfn3"),
     "dfn3-12db": lambda d: DeepFilterNet3(12.0, "dfn3-12db"),
@@ -373,6 +376,8 @@ DEFAULT_SYSTEMS = (
     "passthrough",
     "rtdenoise-onnx",
     "rtdenoise-onnx-48k",
+    "rtdenoise-onnx-low",
+    "rtdenoise-onnx-low-48k",
     "rtdenoise-torchscript",
     "rtdenoise-torch",
     "rtdenoise-onnx-narrowband",

@@ -33,6 +33,8 @@ LABELS = {
     "rtdenoise-onnx": "**rtdenoise** (ONNX Runtime)",
     "rtdenoise-onnx-narrowband": "rtdenoise --narrowband (ONNX Runtime)",
     "rtdenoise-onnx-48k": "rtdenoise (ONNX, engine at 48 kHz)",
+    "rtdenoise-onnx-low": "**rtdenoise low-latency** (ONNX Runtime)",
+    "rtdenoise-onnx-low-48k": "rtdenoise low-latency (ONNX, engine at 48 kHz)",
     "rtdenoise-torchscript": "rtdenoise (TorchScript)",
     "rtdenoise-torch": "rtdenoise (torch eager)",
     "rnnoise": "RNNoise",
@@ -43,7 +45,7 @@ LABELS = {
     "clean": "clean reference",
 }
 #: systems in the README headline table, in this order
-HEADLINE = ("rtdenoise-onnx", "rnnoise", "dfn3", "dfn3-12db", "noisereduce", "noisy")
+HEADLINE = ("rtdenoise-onnx", "rtdenoise-onnx-low", "rnnoise", "dfn3", "dfn3-12db", "noisereduce", "noisy")
 #: the wideband set's systems (spectrogram rows), and how its table names rtdenoise's two outputs
 WIDEBAND = "wideband16k"
 WIDEBAND_SYSTEMS = ("rtdenoise-onnx-narrowband", "rtdenoise-onnx", "rnnoise", "dfn3", "noisy")
@@ -57,6 +59,8 @@ COLORS = {
     "rtdenoise-onnx": "C3",
     "rtdenoise-onnx-narrowband": "C7",
     "rtdenoise-onnx-48k": "C9",
+    "rtdenoise-onnx-low": "m",
+    "rtdenoise-onnx-low-48k": "y",
     "rtdenoise-torchscript": "C1",
     "rtdenoise-torch": "C5",
     "rnnoise": "C0",
