@@ -178,6 +178,13 @@ def _zero_new_residuals(model: torch.nn.Module, missing: list[str]) -> set[str]:
     return covered
 
 
+def _leave_signals_to_main(_: int) -> None:
+    """Data workers ignore SIGTERM/SIGINT sent to the whole process group (``pkill -f``,
+    Ctrl-C): the main process saves and stops, then shuts the workers down itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _StepBatches(torch.utils.data.Dataset):
     """Dataset indexed by training step: item ``s`` is ``(s, noisy [B, n], target [B, n])``."""
 
@@ -359,6 +366,7 @@ class Trainer:
             prefetch_factor=int(self.t_cfg.get("prefetch", 4)),
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # leaves the model's RNG stream untouched
+            worker_init_fn=_leave_signals_to_main,
         )
         self._stream = iter(loader)
 
