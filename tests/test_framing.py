@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from rtdenoise.errors import UserError
 from rtdenoise.processor import IdentityProcessor
-from rtdenoise.stft import StftAnalyzer, StftConfig, StftSynthesizer, istft, ola_norm, stft
+from rtdenoise.stft import StftConfig, StftSynthesizer, istft, ola_norm, stft
 from rtdenoise.streamer import Streamer
+from tests.test_stft import _stream as stream_pair
 from training.torch_stft import TorchStft
 
 LOW = [StftConfig(synthesis_len=s) for s in (62, 124, 248)] + [
@@ -59,18 +60,7 @@ def test_offline_round_trip(cfg):
 
 
 def _stream(cfg, x, chunks, batch):
-    an, sy = StftAnalyzer(cfg, x.shape[0], 16), StftSynthesizer(cfg, x.shape[0], 16)
-    frames, outs, pos = [], [], 0
-    for c in chunks:
-        piece = x[:, pos : pos + c]
-        pos += c
-        for k in range(0, piece.shape[1], an.max_push):
-            an.push(piece[:, k : k + an.max_push])
-            while an.available:
-                f = an.pop(min(an.available, batch))
-                frames.append(f.copy())
-                outs.append(sy.push(f).copy())
-    return np.concatenate(frames, axis=1), np.concatenate(outs, axis=1)
+    return stream_pair(x, chunks, channels=x.shape[0], max_frames=16, batch=batch, cfg=cfg)
 
 
 @pytest.mark.parametrize("cfg", LOW, ids=IDS)

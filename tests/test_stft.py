@@ -71,10 +71,10 @@ def test_ola_norm_exact_for_hop_not_dividing_nperseg():
     assert steady.max() / steady.min() - 1.0 > 1e-6
 
 
-def _stream(x, chunks, channels=1, max_frames=64, batch=64):
+def _stream(x, chunks, channels=1, max_frames=64, batch=64, cfg=CFG):
     """Run analyzer + synthesizer over x [C, n] in the given chunk sizes."""
-    an = StftAnalyzer(CFG, channels, max_frames)
-    sy = StftSynthesizer(CFG, channels, max_frames)
+    an = StftAnalyzer(cfg, channels, max_frames)
+    sy = StftSynthesizer(cfg, channels, max_frames)
     frames, outs = [], []
     pos = 0
     for c in chunks:
