@@ -396,3 +396,76 @@ def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
     assert runs[2].step == 4 and runs[2]._stream is None
     for a, b in zip(runs[0].model.parameters(), runs[2].model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_stoi_loss_orders_mixtures_as_pystoi_does():
+    """The STOI-style term: 0 for the target at any gain, and on speech + noise at several SNRs
+    its 1 - loss follows pystoi's STOI (same order, close values); gradients reach the input."""
+    import soxr
+    from pystoi import stoi
+
+    from training.losses import stoi_loss
+    from training.torch_stft import TorchStft
+
+    c16, _ = sf.read(Path(__file__).parent / "data" / "speech16k.flac", dtype="float32")
+    clean = soxr.resample(c16, 16000, 8000).astype(np.float32)
+    st = TorchStft()
+    ref = st.stft(torch.from_numpy(clean)[None])
+    assert float(stoi_loss(3.0 * ref, ref, 8000, 31)) < 0.01
+    noise = np.random.default_rng(0).standard_normal(clean.size).astype(np.float32)
+    noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2))
+    ours, theirs = [], []
+    for snr in (-10, -5, 0, 5, 10, 20):
+        noisy = clean + noise * 10 ** (-snr / 20)
+        est = st.stft(torch.from_numpy(noisy)[None]).requires_grad_(True)
+        loss = stoi_loss(est, ref, 8000, 31)
+        loss.backward()
+        assert est.grad is not None and float(est.grad.abs().sum()) > 0
+        ours.append(1 - float(loss.detach()))
+        theirs.append(stoi(clean, noisy, 8000))
+    assert np.all(np.diff(ours) > 0) and np.all(np.diff(theirs) > 0)
+    assert np.max(np.abs(np.array(ours) - np.array(theirs))) < 0.1
+
+
+def test_ablation_runs_arms_from_one_start_and_continues(tmp_path, monkeypatch, capsys):
+    """training.ablate: each arm trains from the same config for the same steps, is scored on
+    the same pairs, the table has a paired-difference column against the first arm, and a rerun
+    reads finished arms back instead of training them again."""
+    from training import ablate as A
+
+    cfg = _cfg(_make_data(tmp_path / "d"), 2)
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(cfg))
+    argv = ["--config", str(base), "--out", str(tmp_path / "abl"), "--steps", "2",
+            "--val-pairs", "2", "ref", "stoi loss.w_stoi=0.5"]  # fmt: skip
+    assert A.main(argv) == 0
+    res = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert list(res["arms"]) == ["ref", "stoi"] and res["notes"]["stoi"] == "loss.w_stoi=0.5"
+    for arm in res["arms"].values():
+        assert arm["steps"] == 2 and len(arm["pesq"]) == len(arm["stoi"]) == 2
+    assert json.loads((tmp_path / "abl" / "stoi" / "config.json").read_text())["loss"] == {
+        **cfg["loss"], "w_stoi": 0.5
+    }
+    md = (tmp_path / "abl" / "ablation.md").read_text().splitlines()
+    assert len(md) == 4 and "| ref |" in md[2] and "±" in md[3]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished arm was trained again")
+
+    monkeypatch.setattr(T, "Trainer", no_training)
+    assert A.main(argv) == 0
+    capsys.readouterr()
+    assert A.main(argv[:-2] + ["bad=1"]) == 2
+    assert "starts with its name" in capsys.readouterr().err
+
+
+def test_standard_framing_twin_differs_from_the_low_latency_run_only_in_framing():
+    """rt_std.json is rt_low.json with the design's symmetric framing: the comparison of issue
+    #12 (what the low-latency framing costs a model trained the same way) rests on it."""
+    cfgs = Path(T.__file__).parent / "configs"
+    low = json.loads((cfgs / "rt_low.json").read_text())
+    std = json.loads((cfgs / "rt_std.json").read_text())
+    assert (low["model"]["stft_window"], std["model"]["stft_window"]) == ("hann^3", "hann")
+    for c in (low, std):
+        del c["model"]["stft_window"], c["model"]["stft_synthesis_len"]
+    assert low == std

@@ -7,7 +7,8 @@ One command for the default model and for users' own data:
   lie in it, any other path is used as given;
 - on-the-fly mixtures (``training.data``), features statistics measured on a sample of
   training mixtures at start and stored in the model;
-- loss: compressed spectral loss + SI-SDR of the resynthesis + the VQ loss (``training.losses``);
+- loss: compressed spectral loss + SI-SDR of the resynthesis + the VQ loss, optionally a
+  STOI-style band-envelope correlation term (``training.losses``);
 - AdamW, linear warmup + cosine decay, gradient clipping, AMP (bf16) on CUDA;
 - validation every ``train.val_every`` steps on a fixed subset of ``val/pairs.csv``
   (PESQ-nb, STOI, SI-SDR, NSR) with best-checkpoint selection (``best.pt``);
@@ -43,7 +44,7 @@ from rtdenoise.errors import UserError
 from rtdenoise.evaluate import mix_pair, read_pairs
 
 from .data import DATA_ROOT_VAR, MixConfig, MixtureSampler, data_root, resolve_path
-from .losses import LossConfig, si_sdr_loss, spectral_loss
+from .losses import LossConfig, si_sdr_loss, spectral_loss, stoi_loss, third_octave_matrix
 from .pack import load_shards
 from .torch_stft import TorchStft
 
@@ -242,6 +243,8 @@ class Trainer:
         # the model's own framing (a model without a config: the design's)
         framing = getattr(getattr(self.model, "cfg", None), "stft", None)
         self.stft = TorchStft(framing).to(self.device)
+        sc = self.stft.cfg
+        self.stoi_bands = third_octave_matrix(sc.nperseg // 2 + 1, sc.sample_rate).to(self.device)
         self.step = 0
         self.best = -math.inf
         self.optim = torch.optim.AdamW(
@@ -409,13 +412,18 @@ class Trainer:
             wave = self.stft.istft(est, target.shape[-1])
             l_sdr = si_sdr_loss(wave, target)
             loss = loss + self.loss_cfg.w_sisdr * l_sdr
+        l_stoi = torch.zeros(())
+        if self.loss_cfg.w_stoi > 0:
+            sc = self.stft.cfg
+            l_stoi = stoi_loss(est, tspec, sc.sample_rate, sc.hop, self.stoi_bands)
+            loss = loss + self.loss_cfg.w_stoi * l_stoi
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.o_cfg["grad_clip"])
         self.optim.step()
         self.sched.step()
         self.step += 1
-        return {
+        stats = {
             "loss": float(loss.detach()),
             "spec": float(l_spec.detach()),
             "neg_sisdr": float(l_sdr.detach()),
@@ -424,6 +432,9 @@ class Trainer:
             "grad_norm": float(gn),
             "lr": self.sched.get_last_lr()[0],
         }
+        if self.loss_cfg.w_stoi > 0:  # a column only in runs that use it (resumed CSVs match)
+            stats["stoi_term"] = float(l_stoi.detach())
+        return stats
 
     # ------------------------------------------------------------------ validation
 
