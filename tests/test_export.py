@@ -167,7 +167,11 @@ def test_framing_travels_with_the_model(tmp_path, backend):
     paths = export_all(tmp_path / "low.pt", tmp_path / "out", name="low")
     meta = json.loads(paths["json"].read_text())
     assert meta["stft"]["synthesis_len"] == 124 and meta["stft"]["latency_samples"] == 123
-    path = {"onnx": paths["onnx"], "torchscript": paths["torchscript"], "torch": tmp_path / "low.pt"}
+    path = {
+        "onnx": paths["onnx"],
+        "torchscript": paths["torchscript"],
+        "torch": tmp_path / "low.pt",
+    }
     proc = MaskProcessor(load_backend(backend, path[backend], block_frames=2))
     assert proc.stft == low
     s = Streamer(proc)

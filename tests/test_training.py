@@ -162,13 +162,14 @@ def test_tiny_run_reduces_loss_and_validates(tmp_path, model_kind):
 
 
 def test_resume_gives_exactly_the_same_next_steps(tmp_path, model_kind):
+    """A run stopped at a step (--stop-step: schedule of the whole run, the weights of that
+    step written) and resumed ends exactly where the uninterrupted run does."""
     data = _make_data(tmp_path / "data")
     full = T.Trainer(_cfg(data, 6), tmp_path / "full")
     full.run()
-    part = T.Trainer(_cfg(data, 6), tmp_path / "part")
-    for _ in range(3):
-        part.train_step()
-    part.save_last()
+    part = T.Trainer(_cfg(data, 6), tmp_path / "part", stop_step=3)
+    part.run()
+    assert part.step == 3 and (tmp_path / "part" / "step3.pt").exists()
     del part
     resumed = T.Trainer(_cfg(data, 6), tmp_path / "part")
     assert resumed.step == 3
@@ -444,7 +445,8 @@ def test_ablation_runs_arms_from_one_start_and_continues(tmp_path, monkeypatch, 
     for arm in res["arms"].values():
         assert arm["steps"] == 2 and len(arm["pesq"]) == len(arm["stoi"]) == 2
     assert json.loads((tmp_path / "abl" / "stoi" / "config.json").read_text())["loss"] == {
-        **cfg["loss"], "w_stoi": 0.5
+        **cfg["loss"],
+        "w_stoi": 0.5,
     }
     md = (tmp_path / "abl" / "ablation.md").read_text().splitlines()
     assert len(md) == 4 and "| ref |" in md[2] and "±" in md[3]

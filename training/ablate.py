@@ -97,7 +97,8 @@ def table(results: dict[str, dict], notes: dict[str, str]) -> str:
             deltas = ["ref"] * 3
         else:
             deltas = []
-            for k, fmt in zip(KEYS, ("{:+.3f} ± {:.3f}", "{:+.4f} ± {:.4f}", "{:+.2f} ± {:.2f}")):
+            fmts = ("{:+.3f} ± {:.3f}", "{:+.4f} ± {:.4f}", "{:+.2f} ± {:.2f}")
+            for k, fmt in zip(KEYS, fmts, strict=True):
                 m, h = paired(ref[k], r[k])
                 deltas.append(fmt.format(m, h))
         lines.append(

@@ -200,10 +200,17 @@ class _StepBatches(torch.utils.data.Dataset):
 class Trainer:
     """Owns model, optimiser, data and logs; ``run()`` trains until steps or budget run out."""
 
-    def __init__(self, cfg: dict, out: Path, max_minutes: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: dict,
+        out: Path,
+        max_minutes: float | None = None,
+        stop_step: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.out = Path(out)
         self.max_minutes = max_minutes
+        self.stop_step = stop_step
         self.t_cfg = cfg["train"]
         self.o_cfg = cfg["optim"]
         self.seed = int(cfg["seed"])
@@ -519,7 +526,8 @@ class Trainer:
         )
         t_step = time.monotonic()
         self._start_workers()
-        while self.step < total and not self._stop:
+        end = total if self.stop_step is None else min(total, self.stop_step)
+        while self.step < end and not self._stop:
             last_stats = self.train_step()
             bar.update(1)
             if self.is_main and self.step % int(self.t_cfg["log_every"]) == 0:
@@ -550,6 +558,11 @@ class Trainer:
         bar.close()
         self._stream = None  # shuts the data workers down
         self.save_last()
+        if self.is_main and self.stop_step is not None and self.step == self.stop_step:
+            # the weights at exactly this step, as a model checkpoint (export, compare)
+            save_best(
+                self.out / f"step{self.step}.pt", self.model, step=self.step, train_config=self.cfg
+            )
         if self.ddp:
             dist.barrier()
         return last_stats
@@ -585,6 +598,13 @@ def main(argv: list[str] | None = None) -> int:
         help="corpus folder for the {data_root} paths of the config (default: $RTDENOISE_DATA, "
         "else ../shared/data/corpus beside the repository)",
     )
+    p.add_argument(
+        "--stop-step",
+        type=int,
+        metavar="N",
+        help="stop at step N (the schedule still spans train.steps) and write OUT/stepN.pt: "
+        "the weights at that step, to compare runs at equal steps",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -594,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_root:
         cfg["data"]["root"] = args.data_root
     try:
-        trainer = Trainer(cfg, Path(args.out), args.max_minutes)
+        trainer = Trainer(cfg, Path(args.out), args.max_minutes, args.stop_step)
         trainer.run()
     except UserError as exc:  # one line, no traceback
         print(f"{p.prog}: error: {exc}", file=sys.stderr)
