@@ -45,7 +45,15 @@ LABELS = {
     "clean": "clean reference",
 }
 #: systems in the README headline table, in this order
-HEADLINE = ("rtdenoise-onnx", "rtdenoise-onnx-low", "rnnoise", "dfn3", "dfn3-12db", "noisereduce", "noisy")
+HEADLINE = (
+    "rtdenoise-onnx",
+    "rtdenoise-onnx-low",
+    "rnnoise",
+    "dfn3",
+    "dfn3-12db",
+    "noisereduce",
+    "noisy",
+)
 #: the wideband set's systems (spectrogram rows), and how its table names rtdenoise's two outputs
 WIDEBAND = "wideband16k"
 WIDEBAND_SYSTEMS = ("rtdenoise-onnx-narrowband", "rtdenoise-onnx", "rnnoise", "dfn3", "noisy")
