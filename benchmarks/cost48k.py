@@ -119,9 +119,8 @@ class Engine:
 
         args = build_parser(argv[0]).parse_args(argv)
         self.name = name
-        self.streamer = Streamer(
-            processor_from_args(args), RATE, 1, **streamer_options(args)
-        )
+        processor = processor_from_args(args)
+        self.streamer = Streamer(processor, RATE, 1, **streamer_options(args, processor))
         if argv[0] == "live":
             self.chunk = chunk_frames(self.streamer)
         else:
@@ -233,7 +232,9 @@ def _commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cost48k", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.cost48k", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="audio per timed pass")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
@@ -275,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows.items():
         k = str(row.get("block_frames", "-"))
         feed = str(row.get("samples_per_feed", 480))
+        lo, hi = row["ratio_iqr"]
         print(
             f"{name:15s} {k:>3s} {feed:>6s} {row['cpu_ms_per_s']:9.2f} "
-            f"{row['ratio_to_rnnoise']:10.3f}  [{row['ratio_iqr'][0]:.3f}, {row['ratio_iqr'][1]:.3f}]"
+            f"{row['ratio_to_rnnoise']:10.3f}  [{lo:.3f}, {hi:.3f}]"
         )
     result: dict[str, Any] = {
         "audio_s": dur,
