@@ -222,6 +222,16 @@ def stage_breakdown(engine: Engine, x: np.ndarray) -> dict[str, float]:
 # ------------------------------------------------------------------------------ command
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _commit() -> str:
     try:
         return subprocess.run(
@@ -286,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "commit": _commit(),
         "load_avg": [list(load0), list(load1)],
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "systems": rows,
     }
     if args.stages:
