@@ -12,12 +12,12 @@ whole. Output goes to a temporary file beside OUT that is renamed when complete,
 Ctrl-C never leaves a half-written file, and the input is never touched.
 
 The default model is the shipped one, rtdenoise/models/default.onnx on ONNX Runtime (no torch):
-a causal VQ-VAE SE-U-Net for 8 kHz telephone-band speech, 40 k parameters, 76 ms of latency at
-the file default of 4 frames per model call, gain never below -15 dB (--atten-lim-db changes
-that); how it was trained and its limits: docs/MODEL_CARD.md. The model denoises the band up to
-4 kHz; at higher rates the output is full band, the band above following the model's gain
-(--narrowband: the telephone band only, 0-3.4 kHz, as before). --passthrough runs only the
-engine (resampling, STFT, overlap-add) and returns the input, full band.
+a causal VQ-VAE SE-U-Net for 8 kHz telephone-band speech, 40 k parameters, run on 16 frames per
+model call (its cheapest; the latency this adds is removed from files), gain never below -15 dB
+(--atten-lim-db changes that); how it was trained and its limits: docs/MODEL_CARD.md. The model
+denoises the band up to 4 kHz; at higher rates the output is full band, the band above following
+the model's gain (--narrowband: the telephone band only, 0-3.4 kHz, as before). --passthrough
+runs only the engine (resampling, STFT, overlap-add) and returns the input, full band.
 
 Unless -q is given, one line per file on stderr tells what was done (input -> output, seconds of
 audio, x real time), after a progress bar where stderr is a terminal.
@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
+#: STFT frames per model call for files (and eval): the most the exported step takes. Offline,
+#: the latency it adds is removed anyway, and the output is the same as at any other K (the
+#: step is block-size invariant: bit-identical to K = 4 on the shipped models), while ONNX
+#: Runtime's fixed cost per call (~200 us: state copies, ~200 nodes) is paid 4x less often:
+#: the model's CPU per second of audio falls from ~26 ms at K = 4 to ~15 ms
+#: (``benchmarks/cost48k.py``). Live mode and the Python API's streams keep their own default.
+FILE_BLOCK_FRAMES = 16
+#: the block size of a model whose metadata does not say (backends.DEFAULT_BLOCK_FRAMES)
+MODEL_BLOCK_FRAMES = 4
 STDIO = "-"
 #: output extension -> soundfile format (anything else keeps the input's format)
 EXT_FORMATS = {
@@ -153,7 +162,8 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         type=int,
         metavar="K",
         help="STFT frames per model call, 1..16: each frame more adds 3.9 ms of latency and "
-        "lowers the CPU cost (default: 4 for files, 1 in live mode)",
+        f"lowers the CPU cost (default: {FILE_BLOCK_FRAMES} for files, where the latency is "
+        "removed, with the same output as the model's own block size; 1 in live mode)",
     )
 
 
@@ -165,15 +175,27 @@ def processor_from_args(args: argparse.Namespace) -> Any | None:
         model=args.model,
         atten_lim_db=args.atten_lim_db,
         wet=args.wet,
-        block_frames=getattr(args, "block_frames", None),
+        block_frames=_block_frames(args),
         latency_mode=args.latency_mode
         or (None if args.model else getattr(args, "default_latency_mode", None)),
     )
 
 
-def streamer_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``Streamer`` keyword arguments chosen by the options of add_processing_arguments."""
-    return {"full_band": not getattr(args, "narrowband", False)}
+def _block_frames(args: argparse.Namespace) -> int:
+    """--block-frames, or for files (no default set by the command) FILE_BLOCK_FRAMES."""
+    k = getattr(args, "block_frames", None)
+    return FILE_BLOCK_FRAMES if k is None else k
+
+
+def streamer_options(args: argparse.Namespace, processor: Any = None) -> dict[str, Any]:
+    """The ``Streamer`` keyword arguments chosen by the options of add_processing_arguments
+    (and, for files at the default block size, by the processor: the output is the one at the
+    model's own block size, see ``Streamer``'s ``align_block_frames``)."""
+    options: dict[str, Any] = {"full_band": not getattr(args, "narrowband", False)}
+    if getattr(args, "block_frames", None) is None and processor is not None:
+        meta = getattr(getattr(processor, "backend", None), "meta", None) or {}
+        options["align_block_frames"] = int(meta.get("block_frames", MODEL_BLOCK_FRAMES))
+    return options
 
 
 def build_processor(
@@ -430,7 +452,10 @@ def process_file(job: Job, processor: Any | None, args: argparse.Namespace) -> f
                     ) from None
                 with fout:
                     streamer = Streamer(
-                        processor, sample_rate=sr, channels=channels, **streamer_options(args)
+                        processor,
+                        sample_rate=sr,
+                        channels=channels,
+                        **streamer_options(args, processor),
                     )
                     return _stream(fin, fout, streamer, name, frames, args) / sr
 

@@ -194,7 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "then trimmed after 2 s to keep this much (default: 4)",
     )
     add_processing_arguments(parser.add_argument_group("processing"))
-    # one frame per model call: 11.6 ms less latency than the file default of 4, for ~1.5x the
+    # one frame per model call: 11.6 ms less latency than the model's default of 4, for ~1.5x the
     # model's CPU (RTF ~0.07 live, measured); the low-latency model unless --model is given
     parser.set_defaults(block_frames=1, default_latency_mode="low")
     run_ = parser.add_argument_group("run")

@@ -68,7 +68,12 @@ class _Core:
     """The engine at the STFT rate: ``feed(x [m, C], out [m, C])``, latency ``latency``."""
 
     def __init__(
-        self, processor: FrameProcessor, channels: int, cfg: StftConfig, max_frames: int
+        self,
+        processor: FrameProcessor,
+        channels: int,
+        cfg: StftConfig,
+        max_frames: int,
+        pad: int = 0,
     ) -> None:
         #: optional ``push(frames_in, frames_out, released)`` after each batch (the band split)
         self.observer: HighBandGain | None = None
@@ -81,7 +86,9 @@ class _Core:
         self.channels = channels
         self.k = k
         self.lookahead = la
-        self.latency = cfg.latency(k, la)
+        #: the framing's latency plus ``pad`` samples of extra delay (see Streamer's
+        #: ``align_block_frames``)
+        self.latency = cfg.latency(k, la) + pad
         self.max_frames = k * max(1, -(-max_frames // k))
         #: largest segment fed at once: leaves room for the K-1 frames that may be pending
         self.segment = (self.max_frames - k + 1) * cfg.hop
@@ -169,6 +176,12 @@ class Streamer:
     the design's symmetric window. A framing other than the model's raises ``UserError``.
     full_band: above ``stft.sample_rate``, add the band the model does not see, gated by its
     output (:mod:`rtdenoise.bandsplit`, tuned by ``band``); False: the low band only.
+    align_block_frames: for whole-signal use: the output is exactly the one this stream would
+    give at that many frames per call. The up-resampler's filter is chosen to make the chain's
+    delay whole, so at rates where 8 kHz samples are not whole device samples (22.05, 44.1 kHz)
+    it depends on the latency, hence on K; the core's latency is padded by fewer than
+    ``8000 / gcd(8000, sample_rate)`` samples at 8 kHz (none at 8, 16, 32, 48 kHz) to make the
+    same choice as at ``align_block_frames``. The processor's output does not depend on K.
     """
 
     def __init__(
@@ -180,6 +193,7 @@ class Streamer:
         max_frames: int = DEFAULT_MAX_FRAMES,
         full_band: bool = True,
         band: BandSplitConfig = BandSplitConfig(),  # noqa: B008 - frozen dataclass
+        align_block_frames: int | None = None,
     ) -> None:
         stft = _framing(processor, stft)
         if channels < 1:
@@ -190,7 +204,13 @@ class Streamer:
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.stft = stft
-        self._core = _Core(self.processor, self.channels, stft, max_frames)
+        self._core = _Core(
+            self.processor,
+            self.channels,
+            stft,
+            max_frames,
+            _alignment_pad(self.processor, stft, self.sample_rate, align_block_frames),
+        )
         self._resampling = self.sample_rate != stft.sample_rate
         #: the band above the model's (see :mod:`rtdenoise.bandsplit`); None: narrowband output
         self._band: BandSplit | None = None
@@ -354,6 +374,18 @@ class Streamer:
             self.feed(x[a:b], out=y[a:b])
         self.feed(np.zeros(y[x.shape[0] :].shape, np.float32), out=y[x.shape[0] :])
         return y[self._latency :]
+
+
+def _alignment_pad(
+    processor: FrameProcessor, stft: StftConfig, sample_rate: int, align: int | None
+) -> int:
+    """8 kHz samples of extra core latency that make the resampling chain the same as at
+    ``align`` frames per call (a whole number of device samples more delay)."""
+    if align is None or sample_rate == stft.sample_rate:
+        return 0
+    la = int(processor.lookahead_frames)
+    period = stft.sample_rate // math.gcd(stft.sample_rate, sample_rate)
+    return (stft.latency(align, la) - stft.latency(int(processor.block_frames), la)) % period
 
 
 def _count_deficit(rs_in: object, rs_out: object, sr: int) -> int:

@@ -501,6 +501,29 @@ def test_latency_mode_picks_the_shipped_model(
     assert not (tmp_path / "x.wav").exists()
 
 
+@pytest.mark.parametrize("sr", [22050, 48000])
+def test_file_default_block_is_cheaper_with_the_same_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sr: int
+) -> None:
+    """Files run FILE_BLOCK_FRAMES (16) frames per model call, against the model's own 4 before:
+    the output must be today's, the shipped model at 4 frames per call, to float precision
+    (bit for bit on ONNX Runtime here; 22.05 kHz needs the resampler alignment)."""
+    x = 0.3 * speechband(int(0.6 * sr), sr, 1)[:, 0]
+    x += 0.02 * np.random.default_rng(1).standard_normal(len(x)).astype(np.float32)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(src, x, sr, subtype="FLOAT")
+    assert run_cli([str(src), str(dst)], capsys)[0] == 0
+    y, _ = sf.read(dst, dtype="float32")
+    proc = file_mode.build_processor(block_frames=4)
+    assert proc.block_frames == 4 and file_mode.FILE_BLOCK_FRAMES == 16
+    assert_allclose(y, Streamer(proc, sr).process(x), rtol=0, atol=1e-6)
+    args = cli.build_parser("file").parse_args(["file", str(src), str(dst)])
+    assert file_mode.processor_from_args(args).block_frames == 16
+    live = cli.build_parser("live").parse_args(["live"])
+    assert file_mode.processor_from_args(live).block_frames == 1
+    assert "align_block_frames" not in file_mode.streamer_options(live, proc)
+
+
 # --------------------------------------------------------------------------- library + property
 
 

@@ -226,6 +226,28 @@ def test_resampled_identity_is_input_delayed_by_exact_latency(sr):
     assert np.argmax(out) == sr // 4 + s.latency_samples
 
 
+@pytest.mark.parametrize("sr", [11025, 22050, 44100, 48000])
+def test_align_block_frames_gives_the_other_block_size_output_exactly(sr):
+    """At 16 frames per call aligned as 4 the whole-signal output is bit for bit the one at 4
+    (file mode's cheap path); unaligned it differs where 8 kHz samples are not whole device
+    samples (the up-resampler's filter length follows the latency), and only the latency moves.
+    """
+    x = _tones(sr, 0.4) + 0.05 * _signal(int(sr * 0.4), seed=1)
+    ref = Streamer(SmoothProcessor(4, 1), sample_rate=sr)
+    fast = Streamer(SmoothProcessor(16, 1), sample_rate=sr, align_block_frames=4)
+    np.testing.assert_array_equal(fast.process(x), ref.process(x))
+    pad = fast._core.latency - CFG.latency(16, 1)
+    assert 0 <= pad < 8000 // np.gcd(8000, sr) and fast.residual_delay == ref.residual_delay
+    plain = Streamer(SmoothProcessor(16, 1), sample_rate=sr)
+    if pad:  # 11.025, 22.05, 44.1 kHz
+        assert np.abs(plain.process(x) - ref.process(x)).max() > 1e-6
+    else:
+        np.testing.assert_array_equal(plain.process(x), ref.process(x))
+    assert Streamer(IdentityProcessor(4), sample_rate=sr, align_block_frames=4)._core.latency == (
+        CFG.latency(4)
+    )
+
+
 @pytest.mark.parametrize("sr", [22050, 48000])
 def test_resampled_chunking_invariance_and_causality(sr):
     x = _signal(sr // 2, seed=sr)
