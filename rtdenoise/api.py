@@ -73,13 +73,19 @@ class Denoiser:
         block_frames: int | None = None,
         passthrough: bool = False,
         narrowband: bool = False,
+        _whole_signals: bool = False,
     ) -> None:
-        from .file_mode import build_processor
+        from .file_mode import FILE_BLOCK_FRAMES, MODEL_BLOCK_FRAMES, build_processor
         from .streamer import Streamer
 
         self.sample_rate = _positive_int("sample_rate", sample_rate)
         self.channels = _positive_int("channels", channels)
         backend = _check_options(model, atten_lim_db, wet, backend, block_frames)
+        # whole signals only (``denoise()``): as ``rtdenoise file``, the cheapest block size
+        # with the output of the model's own (the latency is removed anyway)
+        align = None
+        if _whole_signals and block_frames is None:
+            block_frames, align = FILE_BLOCK_FRAMES, MODEL_BLOCK_FRAMES
         try:
             processor = build_processor(
                 passthrough=bool(passthrough),
@@ -91,8 +97,15 @@ class Denoiser:
             )
         except UserError as exc:  # e.g. a model file that does not load: one clear line
             raise ValueError(str(exc)) from None
+        if align is not None and processor is not None:
+            meta = getattr(getattr(processor, "backend", None), "meta", None) or {}
+            align = int(meta.get("block_frames", align))
         self._streamer = Streamer(
-            processor, self.sample_rate, self.channels, full_band=not narrowband
+            processor,
+            self.sample_rate,
+            self.channels,
+            full_band=not narrowband,
+            align_block_frames=align if processor is not None else None,
         )
         self._scratch = np.zeros(0, np.float32)  # dtype conversion of non-float32 chunks
 
@@ -171,14 +184,16 @@ def denoise(audio: np.ndarray, sample_rate: int, **options: Any) -> np.ndarray:
         from ``audio``.
 
     Loads the model on every call: to denoise many signals, make one :class:`Denoiser` and
-    call its ``denoise``. Equals ``rtdenoise file`` on the same samples.
+    call its ``denoise``. Equals ``rtdenoise file`` on the same samples, and runs the model as
+    it does (16 frames per call unless ``block_frames`` is given: the same output as the
+    model's own 4, at about half the model's CPU).
     """
     if "channels" in options:
         raise ValueError("channels come from the shape of audio ([n] or [n, channels])")
     a = np.asarray(audio)
     channels = a.shape[1] if a.ndim == 2 else 1
     _check_layout(a, channels)
-    return Denoiser(sample_rate, channels, **options).denoise(a)
+    return Denoiser(sample_rate, channels, **options, _whole_signals=True).denoise(a)
 
 
 # --------------------------------------------------------------------------- checks
