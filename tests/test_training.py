@@ -444,6 +444,7 @@ def test_ablation_runs_arms_from_one_start_and_continues(tmp_path, monkeypatch, 
     assert list(res["arms"]) == ["ref", "stoi"] and res["notes"]["stoi"] == "loss.w_stoi=0.5"
     for arm in res["arms"].values():
         assert arm["steps"] == 2 and len(arm["pesq"]) == len(arm["stoi"]) == 2
+    assert (tmp_path / "abl" / "stoi" / "final.pt").exists()
     assert json.loads((tmp_path / "abl" / "stoi" / "config.json").read_text())["loss"] == {
         **cfg["loss"],
         "w_stoi": 0.5,

@@ -10,7 +10,8 @@ the reference: each other arm's row carries its mean paired difference to it wit
 interval, so a row says whether the change is larger than the pair-to-pair noise.
 
 Arms already finished in ``OUT`` are read back, not rerun: an interrupted ablation continues.
-Results: ``OUT/ablation.json`` (per-pair scores) and ``OUT/ablation.md`` (the table).
+Results: ``OUT/ablation.json`` (per-pair scores) and ``OUT/ablation.md`` (the table); each
+arm's weights: ``OUT/NAME/final.pt``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def run_arm(
     if trainer.step < int(cfg["train"]["steps"]):  # stopped early (signal): no row yet
         raise KeyboardInterrupt
     minutes = (time.monotonic() - t0) / 60
+    # the arm's weights as a model checkpoint (``rtdenoise export``, ``benchmarks.compare``)
+    T.save_best(out / "final.pt", trainer.model, step=trainer.step, train_config=cfg)
     trainer.t_cfg["val_pairs"] = val_pairs
     trainer._load_val()
     assert trainer.val_set is not None
