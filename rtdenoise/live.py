@@ -50,7 +50,7 @@ from . import devices, virtual_mic
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args, streamer_options
 from .live_buffer import TRIM_WINDOW_S
-from .live_engine import LiveConfig, LiveEngine, chunk_frames
+from .live_engine import AUDIO_NICE, LiveConfig, LiveEngine, chunk_frames, raise_priority
 from .live_streams import LiveStreams
 from .live_timing import (
     GROW,
@@ -340,6 +340,9 @@ def _run(
     gc.collect()
     gc.freeze()
 
+    # before the streams exist: their threads (PortAudio's callbacks, the sound server client's
+    # event loop) and the worker inherit it
+    engine.realtime[f"audio threads nice {AUDIO_NICE}"] = raise_priority(AUDIO_NICE)
     streams = LiveStreams(sd, engine, (in_dev, out_dev), rate, blocksize, args.latency)
     engine.open_recordings(args.record_input, args.record_output)
 
@@ -440,7 +443,7 @@ def _start_up(
     while engine.jump_pending and not engine.stop_event.wait(0.01):
         _check_stall(engine, stall_s)
     _settle(engine, stall_s, LOOP_SETTLE_S, end)
-    log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
+    log.info("scheduling granted (worker: SCHED_FIFO): %s", engine.realtime)
     engine.device_latency = lat_in + lat_out
     control = TimingControl(engine.cfg.samplerate, engine.margin, engine.loop_log, engine.timeline)
     control.hold(engine.now(), engine.stats.underruns, expected=engine.device_latency)
