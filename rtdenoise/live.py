@@ -158,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--samplerate",
         type=float,
         metavar="HZ",
-        help="device sample rate (default: the input device's default rate)",
+        help=f"device sample rate (default: {devices.PREFERRED_RATE} where both devices "
+        "accept it, else the input device's default rate)",
     )
     dev.add_argument(
         "-b",
@@ -287,12 +288,17 @@ def run(args: argparse.Namespace) -> int:
         virtual_mic.check_server()
     sd = devices.import_sounddevice()
     in_dev = devices.resolve_device(args.input, "input")
-    rate = args.samplerate if args.samplerate is not None else in_dev.default_samplerate
+    out_dev = None
+    if args.virtual_mic is None:
+        out_dev = devices.resolve_device(args.output or "speakers", "output")
+    rate = args.samplerate
+    if rate is None:  # the virtual mic's sink is made at whatever rate the input gets
+        both = [(in_dev, "input")] + ([(out_dev, "output")] if out_dev is not None else [])
+        rate = devices.default_rate(both)
     if not rate > 0 or int(rate) != rate:
         raise UserError(f"--samplerate must be a positive whole number of Hz, got {rate:g}")
     rate = int(rate)
-    if args.virtual_mic is None:
-        out_dev = devices.resolve_device(args.output or "speakers", "output")
+    if out_dev is not None:
         return _run(args, sd, in_dev, out_dev, rate)
     with virtual_mic.VirtualMic(args.virtual_mic, rate) as mic:
         try:
