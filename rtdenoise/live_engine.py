@@ -242,7 +242,12 @@ class LiveEngine:
             adc = t.inputBufferAdcTime
             self._in_written = end
             if adc > 0.0:
-                self._in_ref = (end, adc + frames / self.cfg.samplerate)
+                # no sample is delivered before it is captured: the first one of these frames
+                # at least their duration before now (PulseAudio's ALSA plugin reports the
+                # capture delay without the frames being read: ~0, and the printed latency
+                # then came out ~4 ms short with 5 ms input buffers, measured with clicks)
+                adc = min(adc, t.currentTime - frames * self._sample_s)
+                self._in_ref = (end, adc + frames * self._sample_s)
             if not self._armed:
                 self.preroll.record(0, now, frames, t.currentTime - adc)
                 if self._arm_prefill:
