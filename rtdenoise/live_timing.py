@@ -41,6 +41,10 @@ DRIFT_BLOCK_S = 1.0
 #: a change of the block median larger than this is a step (an xrun moved a timeline), not
 #: drift: real clocks differ by < 500 ppm, 0.5 ms per block
 DRIFT_STEP_S = 0.0015
+#: the blocks this long after a step are left out too: after an xrun PulseAudio's timestamps
+#: converge again (measured: ~4 ms back over ~8 s, time constant ~3 s), which within one piece
+#: reads as a slope (the tracker read 118 ppm on one clock under a CPU hog, 166 slips a minute)
+DRIFT_STEP_SETTLE_S = 10.0
 #: drift is the least-squares slope of the step-free block medians over this many seconds...
 DRIFT_WINDOW_S = 300.0
 #: ...once they span at least this many
@@ -119,10 +123,11 @@ class DriftEstimator:
     The loop latency of each :data:`DRIFT_BLOCK_S` is its median (robust to the callbacks an
     xrun or a scheduling delay displaced). A change of more than :data:`DRIFT_STEP_S` from one
     block to the next, or over two blocks (a step half-way through a block leaves its median
-    between the two levels), is a step: the blocks on either side are left out and the series
-    is cut there. The drift is the least-squares slope (s per s) common to the pieces, each
-    with its own level, over the last :data:`DRIFT_WINDOW_S`; None while the pieces span less
-    than :data:`DRIFT_MIN_SPAN_S`. Main thread only (it reads a :class:`LoopLog`).
+    between the two levels), is a step: the blocks on either side and those of the next
+    :data:`DRIFT_STEP_SETTLE_S` are left out and the series is cut there. The drift is the
+    least-squares slope (s per s) common to the pieces, each with its own level, over the last
+    :data:`DRIFT_WINDOW_S`; None while the pieces span less than :data:`DRIFT_MIN_SPAN_S`.
+    Main thread only (it reads a :class:`LoopLog`).
     """
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -135,12 +140,14 @@ class DriftEstimator:
         self._read = 0  # LoopLog records consumed
         self._block: list[float] = []
         self._block_t = 0.0
+        self._settle_until = -math.inf  # blocks starting before this follow a step
         self._fit_cache: tuple[int, tuple | None] = (-1, None)
 
     def start(self, loop_log: LoopLog) -> None:
         """Estimate from the records written from now on."""
         self.n = self.steps = 0
         self._block = []
+        self._settle_until = -math.inf
         self._read = loop_log.n
 
     def update(self, loop_log: LoopLog) -> None:
@@ -160,7 +167,8 @@ class DriftEstimator:
         k = self.n
         m = float(np.median(self._block))
         self._block = []
-        self.t[k % cap], self.m[k % cap], self.ok[k % cap] = self._block_t, m, True
+        settled = self._block_t >= self._settle_until
+        self.t[k % cap], self.m[k % cap], self.ok[k % cap] = self._block_t, m, settled
         self.piece[k % cap] = self.piece[(k - 1) % cap] if k else 0
         self.n = k + 1
         if k == 0:
@@ -172,6 +180,7 @@ class DriftEstimator:
             self.steps += 1
             self.piece[k % cap] += 1
             self.ok[k % cap] = self.ok[(k - 1) % cap] = False
+            self._settle_until = self._block_t + DRIFT_STEP_SETTLE_S
 
     def _fit(self) -> tuple[float, float, float, tuple[float, float] | None] | None:
         """The least-squares line through the window: (slope, its standard error, how far

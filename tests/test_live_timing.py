@@ -117,7 +117,7 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
     xruns = [(10.0, "out", 0.020), (20.0, "in", 0.015), (30.0, "out", 0.010), (40.0, "in", 0.012),
              (48.0, "out", 0.3)]  # fmt: skip
     dev = Devices(jitter=0.003, xruns=xruns)
-    engine, played, control, lat, x = _run(dev, 60)
+    engine, played, control, lat, x = _run(dev, 80)  # calm after the last: a drift estimate
     st = engine.stats
     period = dev.burst * dev.block
     realigns = _decisions(played, (REALIGN,))
@@ -126,7 +126,7 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
     lat = _less_growth(played, lat, dev.sr) - held
     for k, ((t_x, side, _), (t_r, n)) in enumerate(zip(xruns, realigns, strict=True)):
         assert t_x < t_r < t_x + 1.0 and (n > 0) == (side == "out")
-        t_next = xruns[k + 1][0] if k + 1 < len(xruns) else 58.0
+        t_next = xruns[k + 1][0] if k + 1 < len(xruns) else 78.0
         seg = _at(played, lat, t_x + 2, t_next - 0.1)
         seg = seg[np.isfinite(seg)]
         np.testing.assert_allclose(seg, seg[0], atol=1.5 / dev.sr)  # held still...
@@ -260,27 +260,56 @@ def test_input_stamps_of_a_sample_captured_on_delivery_are_taken_as_captured_bef
         assert 0 <= real - ms <= 1000 * (dev.lat_in + dev.jitter) + 0.5, (t, ms, real)
 
 
+def _steps(t: np.ndarray, times: np.ndarray, rng: np.random.Generator, size: tuple) -> np.ndarray:
+    """Steps of the loop latency at ``times`` (sizes uniform in ``size`` s, either sign), each
+    followed by the timestamps converging back by 4 ms with a time constant of 3 s, as
+    PulseAudio's do after an xrun (measured)."""
+    out = np.zeros(len(t))
+    for at in times:
+        after = t >= at
+        out += rng.choice([-1, 1]) * rng.uniform(*size) * after
+        out[after] += 0.004 * np.exp(-(t[after] - at) / 3.0)
+    return out
+
+
+def _estimate(t: np.ndarray, loop: np.ndarray) -> DriftEstimator:
+    loop_log, est = LoopLog(), DriftEstimator()
+    est.start(loop_log)
+    for i, (ti, d) in enumerate(zip(t, loop, strict=True)):
+        loop_log.record(ti, d)
+        if i % 100 == 99:
+            est.update(loop_log)
+    est.update(loop_log)
+    return est
+
+
 def test_drift_estimator_ignores_steps_and_jitter() -> None:
-    """Loop latencies of 3 minutes of callbacks with up to +-2 ms of jitter, a callback in
-    twenty displaced by 30 ms, and 12 steps of 2-40 ms: on one clock the drift reads < 1 ms
-    per minute; with 100 ppm of drift added it reads 100 ppm."""
+    """Loop latencies of 5 minutes of callbacks with up to +-2 ms of jitter, a callback in
+    twenty displaced by 30 ms, and 8 steps of 2-40 ms (each with its settling): on one clock
+    the drift reads < 1 ms per minute; with 100 ppm of drift added it reads 100 ppm."""
     rng = np.random.default_rng(7)
-    t = np.arange(0, 180, 0.004)
+    t = np.arange(0, 300, 0.004)
     jitter = rng.uniform(-0.002, 0.002, len(t)) + 0.03 * (rng.random(len(t)) < 0.05)
-    steps = np.zeros(len(t))
-    for at in rng.uniform(5, 175, 12):
-        steps += rng.choice([-1, 1]) * rng.uniform(0.002, 0.04) * (t >= at)
+    steps = _steps(t, np.sort(rng.uniform(5, 290, 8)), rng, (0.002, 0.04))
     for drift in (0.0, 100e-6):
-        loop_log, est = LoopLog(), DriftEstimator()
-        est.start(loop_log)
-        for i, (ti, d) in enumerate(zip(t, 0.03 + jitter + steps + drift * t, strict=True)):
-            loop_log.record(ti, d)
-            if i % 100 == 99:
-                est.update(loop_log)
-        est.update(loop_log)
+        est = _estimate(t, 0.03 + jitter + steps + drift * t)
         assert abs(est.rate - drift) < (1e-3 / 60 if drift == 0 else 10e-6), est.rate
-        assert est.steps >= 12
+        assert est.steps >= 8
         assert est.significant == (drift != 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_xruns_every_few_seconds_are_not_read_as_drift(seed: int) -> None:
+    """Under a CPU hog: a step every 3-12 s for 5 minutes, each with its settling, on one
+    clock. The settling must not read as drift (without leaving it out: -15 ms per minute,
+    significant, thousands of slips); the realigns take care of the steps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, 300, 0.004)
+    jitter = rng.uniform(-0.002, 0.002, len(t))
+    times = np.cumsum(rng.uniform(3, 12, 60))
+    est = _estimate(t, 0.03 + jitter + _steps(t, times[times < 295], rng, (0.01, 0.05)))
+    assert not est.significant
+    assert est.rate is None or abs(60 * est.rate) < 0.001
 
 
 def test_jump_kinds_are_named_in_the_summary_order() -> None:
