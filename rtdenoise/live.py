@@ -229,12 +229,18 @@ def _say(text: str) -> None:
     print(f"rtdenoise live: {text}", file=sys.stderr, flush=True)
 
 
-def _status(engine: LiveEngine, control: TimingControl | None) -> str:
+def _status(
+    engine: LiveEngine, control: TimingControl | None, streams: LiveStreams | None = None
+) -> str:
     st = engine.stats
+    devs = ""
+    if streams is not None and streams.streams:
+        lat_in, lat_out = streams.latencies
+        devs = f", device buffers {1000 * lat_in:.1f}/{1000 * lat_out:.1f} ms"
     return (
         f"{engine.audio_seconds:.1f} s, latency {_latency_ms(engine, control):.1f} ms, "
         f"RTF {engine.rtf():.3f}, xruns {st.xruns}, underruns {st.underruns}, "
-        f"realigns {st.jumps[REALIGN]}, buffer {_buffer_text(engine)}"
+        f"realigns {st.jumps[REALIGN]}, buffer {_buffer_text(engine)}{devs}"
     )
 
 
@@ -243,6 +249,15 @@ def _buffer_text(engine: LiveEngine) -> str:
     st = engine.stats
     ms = 1000.0 * engine.buffer_samples / engine.cfg.samplerate
     return f"{ms:.1f} ms (grown {st.jumps[GROW]}x, shrunk {st.jumps[SHRINK]}x)"
+
+
+def _reopened_text(streams: LiveStreams) -> str:
+    """', output device buffer grown 2x, shrunk 1x' for each stream that was reopened."""
+    return "".join(
+        f", {side} device buffer grown {streams.grown[k]}x, shrunk {streams.shrunk[k]}x"
+        for k, side in enumerate(("input", "output"))
+        if streams.grown[k]
+    )
 
 
 def _latency_text(engine: LiveEngine, loop: float, lat_in: float, lat_out: float) -> tuple:
@@ -415,6 +430,7 @@ def _run(
         f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
         f", latency {latency_ms:.1f} ms, clock drift {drift}, realigns {st.jumps[REALIGN]}"
         f", slips {st.jumps[SLIP]}, buffer {_buffer_text(engine)}"
+        + _reopened_text(streams)
         + (f" [{flags}]" if flags else "")
     )
     return 0
@@ -485,7 +501,7 @@ def _run_armed(
         if now >= next_status:
             next_status += args.status_every
             if not args.quiet:
-                _say(_status(engine, control))
+                _say(_status(engine, control, streams))
 
 
 def _settle(engine: LiveEngine, stall_s: float, seconds: float, end: float | None) -> None:
