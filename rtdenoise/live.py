@@ -172,18 +172,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--latency",
         type=_latency_arg,
-        # 15 ms each way. A 5 ms input request starts ~8 ms lower (the sound server delivers
-        # ~8 ms input bursts instead of ~16 ms, and the output buffer covers one burst), but
-        # under PulseAudio the input then arrives later and later (~100 ppm: 15 ms in 150 s,
-        # 65 ms in 10 min, measured with clicks), so the latency does not stay put. A 10 ms
-        # output request measured 102 ms end to end, but ALSA's pulse plugin underran and the
-        # output timeline lost 76 ms in 10 min (3274 drift slips); 12.5 ms gets the same
-        # device buffer as 15.
-        default=0.015,
+        # 5 ms in, 15 ms out (measured through PulseAudio at 48 kHz, clicks, idle machine):
+        # a 5 ms input request makes the server deliver every 3.9 ms instead of in bursts of
+        # 3-4 callbacks every 13 ms (15 ms), ~10 ms less output buffer, and its arrival did
+        # not drift over 2 minutes (0.1 ppm); a 10 ms output request (3 periods) saves ~4 ms
+        # more but leaves the callback ~4 ms of slack: 2 underflows in 2 minutes idle
+        default=(0.005, 0.015),
         metavar="S",
         help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
-        "(default: 0.015; 'low' is often too small for a sound server; 0.005,0.015 starts ~8 ms "
-        "lower but drifts under PulseAudio; on a busy machine use 0.05 with --margin-ms 10)",
+        "(default: 0.005,0.015; 'low' is often too small for a sound server; on a busy "
+        "machine use 0.05 with --margin-ms 10)",
     )
     dev.add_argument(
         "--margin-ms",
