@@ -465,7 +465,9 @@ def _start_up(
     _settle(engine, stall_s, LOOP_SETTLE_S, end)
     log.info("scheduling granted (worker: SCHED_FIFO): %s", engine.realtime)
     engine.device_latency = lat_in + lat_out
-    control = TimingControl(engine.cfg.samplerate, engine.margin, engine.loop_log, engine.timeline)
+    control = TimingControl(
+        engine.cfg.samplerate, engine.margin, engine.loop_log, engine.timeline, engine.phase_log
+    )
     control.hold(engine.now(), engine.stats.underruns, expected=engine.device_latency)
     return control, lat_in, lat_out
 

@@ -41,6 +41,9 @@ FADE_S = 0.001
 #: scheduling PortAudio gives it: raised above the sound server's normal-priority client
 #: threads (ALSA pulse plugin) it can busy-wait on them and starve them (seen: 100% CPU, xruns).
 WORKER_RT_PRIORITY = 3
+#: callbacks per side over which the on-time line of a stream is its earliest: at least a
+#: few server periods (0.12 s of 3.9 ms input callbacks, 0.25 s of output bursts)
+PHASE_WINDOW = 32
 #: nice value of the threads that move audio (the main thread raises itself before opening the
 #: streams, so PortAudio's callback threads and the sound server client library's threads
 #: inherit it), where the system allows it: PulseAudio gives its own threads -11. Under CFS /
@@ -192,6 +195,11 @@ class LiveEngine:
         # positions (absolute sample indices), each written by one thread only
         self._in_written = 0  # input callback: input stored up to here
         self._in_ref = (0, 0.0)  # input callback: (index, ADC time of that sample)
+        # the streams' on-time lines (engine clock s - sample index / rate): each callback's
+        # value, the least of the last PHASE_WINDOW (callbacks only come late), per side
+        self._on_time = np.full((2, PHASE_WINDOW), np.inf)
+        self._on_time_n = [0, 0]
+        self._in_line = 0.0  # input callback: the input's on-time line now
         self._out_pos = 0  # output callback: samples played
         self.out_map: int | None = None  # output callback: q = o + out_map once armed
         self._out_written = 0  # worker: processed output stored up to here
@@ -211,8 +219,10 @@ class LiveEngine:
         self.preroll = Preroll()
         #: when processed output was made and needed after start-up, for the trim and shrinks
         self.timeline = Timeline()
-        #: device loop latency per output callback, for realigns and drift
+        #: device loop latency per output callback, from PortAudio's timestamps: the level
         self.loop_log = LoopLog()
+        #: the streams' phase per output callback, from sample counts: its changes
+        self.phase_log = LoopLog()
         self._clock = time.perf_counter
         self.last_callback = [self._clock(), self._clock()]
         self.error: BaseException | None = None
@@ -241,6 +251,7 @@ class LiveEngine:
             end = pos + frames
             adc = t.inputBufferAdcTime
             self._in_written = end
+            self._in_line = self._line(0, now - end * self._sample_s)  # its last sample
             if adc > 0.0:
                 # no sample is delivered before it is captured: the first one of these frames
                 # at least their duration before now (PulseAudio's ALSA plugin reports the
@@ -281,8 +292,25 @@ class LiveEngine:
             if dac > 0.0 and a_ref > 0.0:  # DAC time of o - ADC time of its input as armed
                 loop = dac - (a_ref + (o + self._map0 - i_ref) * self._sample_s)
                 self.loop_log.record(now, loop)
+            # the phase: how far the input counter runs ahead of the output counter, from
+            # their on-time lines (the last sample each callback delivers / asks for), less
+            # the mapping made at arming. It moves as the real latency does (an xrun steps
+            # it, clock drift slopes it) and, unlike the timestamps, never by itself
+            out_line = self._line(1, now - (o + frames) * self._sample_s)
+            self.phase_log.record(now, out_line - self._in_line - self._map0 * self._sample_s)
             avail = self._out_written - q
-            if not self._dry and avail >= frames + self.fade:
+            n = self._jump_n
+            if self._dry and n < 0 and avail - n >= frames + self.fade:
+                # a jump back (an input xrun realigned, a grown buffer) ends the dry fallback:
+                # from the dry input into the processed output there, at once
+                self._jump_n = 0
+                _ring_read(self._in, q - self.delay, out)
+                self._fade_into(q + n, frames, out)
+                self._dry = False
+                self._count_jump(n, self._jump_kind)
+                if self.timeline.on:
+                    self.timeline.record(1, now, q + n + frames + self.fade)
+            elif not self._dry and avail >= frames + self.fade:
                 n = self._jump_n
                 if n:
                     self._jump_n = 0
@@ -302,6 +330,16 @@ class LiveEngine:
         except Exception as exc:
             self._fail(exc)
             raise self.callback_abort from exc
+
+    def _line(self, side: int, value: float) -> float:
+        """(callback) Record when a sample came against its index on ``side``'s clock;
+        -> the on-time line: the least of the last PHASE_WINDOW (late callbacks say
+        nothing, and a step of the stream's timeline is in after PHASE_WINDOW callbacks)."""
+        ring = self._on_time[side]
+        n = self._on_time_n[side]
+        ring[n % PHASE_WINDOW] = value
+        self._on_time_n[side] = n + 1
+        return float(ring.min())
 
     def _count_status(self, status: Any) -> None:
         st = self.stats
@@ -333,6 +371,10 @@ class LiveEngine:
         output, crossfading from the old position into the new one; counted under ``kind``."""
         _ring_read(self._out, q, out)
         self._fade_into(q + n, frames, out)
+        self._count_jump(n, kind)
+
+    def _count_jump(self, n: int, kind: int) -> None:
+        """(output callback) the timeline jumped ``n`` samples, for ``kind``."""
         self.out_map += n
         st = self.stats
         st.jumps[kind] += 1

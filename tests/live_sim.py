@@ -331,7 +331,9 @@ def start_schedule(engine: LiveEngine, hold: list) -> dict[float, object]:
 
     def settle() -> object:
         sr = engine.cfg.samplerate
-        control = TimingControl(sr, engine.margin, engine.loop_log, engine.timeline)
+        control = TimingControl(
+            sr, engine.margin, engine.loop_log, engine.timeline, engine.phase_log
+        )
         expected = sum(engine.plan_prefill()[1:])  # the device latencies, as live.run does
         hold.extend([control, control.hold(engine.now(), engine.stats.underruns, expected)])
         return lambda: engine.steer(control)

@@ -113,7 +113,8 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
     crossfaded realign, soon after, that takes the latency back to where it was held (+ the
     buffer growth, counted): exactly after a realign back (more latency); after one ahead,
     as far as the reads since show spare (the xrun moved the phase between the streams'
-    bursts: up to one burst period short). No slips; the drift reads < 1 ms per minute."""
+    bursts: up to one burst period short), within 1.5 ms (the phase is read from callback
+    times, each up to 3 ms late here). No slips; the drift reads < 1 ms per minute."""
     xruns = [(10.0, "out", 0.020), (20.0, "in", 0.015), (30.0, "out", 0.010), (40.0, "in", 0.012),
              (48.0, "out", 0.3)]  # fmt: skip
     dev = Devices(jitter=0.003, xruns=xruns)
@@ -131,7 +132,7 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
         seg = seg[np.isfinite(seg)]
         np.testing.assert_allclose(seg, seg[0], atol=1.5 / dev.sr)  # held still...
         short = 0 if side == "in" else period / dev.sr
-        assert -1.5 / dev.sr <= seg[0] <= short + 1.5 / dev.sr  # ...where it was
+        assert -1.5e-3 <= seg[0] <= short + 1.5e-3  # ...where it was
     assert st.jumps[SLIP] == 0
     assert abs(60 * control.drift.rate) < 0.001  # < 1 ms per minute
     assert control.drift.steps >= sum(t > LOCKED_S for t, _, _ in xruns)
@@ -174,25 +175,25 @@ def test_time_lost_before_the_latency_is_held_is_realigned_too() -> None:
 
 @pytest.mark.parametrize("ppm", [-150.0, 150.0])
 def test_clock_drift_is_followed_by_slips_that_hold_the_latency(ppm: float) -> None:
-    """The output clock 150 ppm fast or slow: while the timestamps converge the held latency
-    follows it; from then on, once the drift line is significant (~10 s), the output slips
-    one sample at a time along it and the latency stays where it was locked (plus what the
-    buffer grew: drift walks the phase between the streams through values the trim did not
-    see); no realign, and the estimate is the real drift."""
+    """The output clock 150 ppm fast or slow: once the drift line is significant (~10 s
+    after the hold), the output slips one sample at a time along it and the latency goes
+    back to where it was held and stays there (plus what the buffer grew: drift walks the
+    phase between the streams through values the trim did not see); no realign, and the
+    estimate is the real drift."""
     dev = Devices(jitter=0.003, out_ppm=ppm)
     engine, played, control, lat, x = _run(dev, 60)
     st = engine.stats
-    assert control.drift.rate == pytest.approx(-ppm * 1e-6, rel=0.03)
+    assert control.drift.rate == pytest.approx(-ppm * 1e-6, rel=0.05)
     assert st.jumps[REALIGN] == 0
     lat = _less_growth(played, lat, dev.sr)
-    held = np.nanmedian(_at(played, lat, LOCKED_S, LOCKED_S + 0.5))
+    held = np.nanmedian(_at(played, lat, HOLD_S, HOLD_S + 0.5))
     assert len(_decisions(played, (GROW, SHRINK))) <= 2
-    seg = _at(played, lat, LOCKED_S + 12, 58)
+    seg = _at(played, lat, HOLD_S + 20, 58)
     seg = seg[np.isfinite(seg)]
     np.testing.assert_allclose(seg, np.median(seg), atol=0.25e-3)  # held still...
-    assert abs(np.median(seg) - held) < 1e-3  # ...where it was locked (the EMA lags a bit)
-    expected = ppm * 1e-6 * (58 - LOCKED_S) * dev.sr  # samples drifted while locked
-    assert abs(st.jumped[SLIP] + expected) <= 8  # slips took them back (1 ms)...
+    assert abs(np.median(seg) - held) < 0.5e-3  # ...where it was held
+    expected = ppm * 1e-6 * (58 - HOLD_S) * dev.sr  # samples drifted since the hold
+    assert abs(st.jumped[SLIP] + expected) <= 4  # slips took them back (0.5 ms)...
     assert st.jumps[SLIP] == abs(st.jumped[SLIP])  # ...each one sample, all in one direction
     assert check_jumps(engine, x, played.y, played.out_map) == sum(st.jumps)
 
@@ -236,7 +237,7 @@ def test_status_and_start_line_print_the_latency_the_devices_give() -> None:
     assert engine.stats.jumps[REALIGN] == 1 and engine.stats.jumps[GROW] == 1
     for t, ms in printed:
         real = 1000 * np.nanmedian(_at(played, lat, t - 0.5, t))
-        assert abs(ms - real) < 0.2, (t, ms, real)
+        assert abs(ms - real) < 0.5, (t, ms, real)
     assert "latency" in live._status(engine, hold[0])
 
 
