@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -51,7 +52,7 @@ from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args, streamer_options
 from .live_buffer import TRIM_WINDOW_S
 from .live_engine import AUDIO_NICE, LiveConfig, LiveEngine, chunk_frames, raise_priority
-from .live_streams import LiveStreams
+from .live_streams import BUSY_LATENCY_S, SHRINK_AFTER_S, LiveStreams, machine_busy
 from .live_timing import (
     GROW,
     JUMP_KINDS,
@@ -68,6 +69,14 @@ log = logging.getLogger(__name__)
 
 #: seconds of stream run before the pipeline is armed: device start-up glitches, burst sizing
 PREROLL_S = 0.5
+#: PortAudio suggested latency (s), input and output, unless --latency or a busy machine.
+#: A 5 ms input request makes the server deliver every 3.9 ms instead of in bursts of 3-4
+#: callbacks every 13 ms (15 ms): ~10 ms less output buffer, and its arrival did not drift
+#: (0.1 ppm over 2 minutes at 48 kHz; the drift seen earlier was at 44.1 kHz). A 10 ms
+#: output request (3 periods) saves ~4 ms more but leaves the callback ~4 ms of slack: 2
+#: underflows in 2 minutes on an idle machine. Measured through PulseAudio at 48 kHz with
+#: clicks: 54.4 ms end to end (0.015 both ways: 66.5; 0.005,0.010: 47.6)
+DEFAULT_LATENCY = (0.005, 0.015)
 #: seconds between status lines
 STATUS_EVERY_S = 5.0
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled.
@@ -172,16 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--latency",
         type=_latency_arg,
-        # 5 ms in, 15 ms out (measured through PulseAudio at 48 kHz, clicks, idle machine):
-        # a 5 ms input request makes the server deliver every 3.9 ms instead of in bursts of
-        # 3-4 callbacks every 13 ms (15 ms), ~10 ms less output buffer, and its arrival did
-        # not drift over 2 minutes (0.1 ppm); a 10 ms output request (3 periods) saves ~4 ms
-        # more but leaves the callback ~4 ms of slack: 2 underflows in 2 minutes idle
-        default=(0.005, 0.015),
+        default=None,  # DEFAULT_LATENCY, or BUSY_LATENCY_S on a busy machine
         metavar="S",
         help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
-        "(default: 0.005,0.015; 'low' is often too small for a sound server; on a busy "
-        "machine use 0.05 with --margin-ms 10)",
+        "(default: 0.005,0.015, or 0.05 each way while the machine is busy, at start and "
+        "after repeated xruns, going back once calm; 'low' is often too small for a sound "
+        "server)",
     )
     dev.add_argument(
         "--margin-ms",
@@ -348,7 +353,18 @@ def _run(
     )
     streamer = Streamer(processor, sample_rate=rate, channels=1, **streamer_options(args))
     blocksize = chunk_frames(streamer) if args.blocksize is None else args.blocksize
-    cfg = LiveConfig(rate, blocksize, args.latency, args.margin_ms)
+    latency, calm = args.latency, None
+    if latency is None:
+        latency = DEFAULT_LATENCY
+        busy, others = machine_busy()
+        if busy:  # a callback would wait for a CPU each time: start with larger buffers
+            latency, calm = (BUSY_LATENCY_S, BUSY_LATENCY_S), DEFAULT_LATENCY
+            _say(
+                f"busy machine ({others:.0f} other runnable tasks on {os.cpu_count()} CPUs): "
+                f"{1000 * BUSY_LATENCY_S:.0f} ms device buffers until it has been calm for "
+                f"{SHRINK_AFTER_S:.0f} s (--latency chooses)"
+            )
+    cfg = LiveConfig(rate, blocksize, latency, args.margin_ms)
     engine = LiveEngine(streamer, cfg)
     engine.callback_abort = sd.CallbackAbort
     engine.use_realtime = True
@@ -362,7 +378,7 @@ def _run(
     # before the streams exist: their threads (PortAudio's callbacks, the sound server client's
     # event loop) and the worker inherit it
     engine.realtime[f"audio threads nice {AUDIO_NICE}"] = raise_priority(AUDIO_NICE)
-    streams = LiveStreams(sd, engine, (in_dev, out_dev), rate, blocksize, args.latency)
+    streams = LiveStreams(sd, engine, (in_dev, out_dev), rate, blocksize, latency, calm)
     engine.open_recordings(args.record_input, args.record_output)
 
     worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)

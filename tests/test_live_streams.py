@@ -11,11 +11,14 @@ long before the next try when the xruns came back soon after a shrink.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from rtdenoise import live_streams
 from rtdenoise.devices import Device
 from rtdenoise.live_streams import (
+    BUSY_LATENCY_S,
     MAX_DEVICE_LATENCY_S,
     MIN_GROWN_LATENCY_S,
     REOPEN_GRACE_S,
@@ -23,6 +26,7 @@ from rtdenoise.live_streams import (
     XRUN_REPEAT,
     XRUN_WINDOW_S,
     LiveStreams,
+    machine_busy,
 )
 from tests.live_sim import make_engine
 
@@ -156,3 +160,45 @@ def test_a_calm_grown_stream_shrinks_back_step_by_step_and_backs_off(
     assert streams.grown == [0, 3] and streams.shrunk == [0, 3]
     assert not streams.ended and not engine.stop_event.is_set()
     assert streams.streams[0].latency == pytest.approx(0.015)  # the input was never touched
+
+
+def test_a_busy_start_goes_back_to_the_latency_asked_for_once_calm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opened with the busy machine's buffers, each stream goes back to the calm latency
+    after SHRINK_AFTER_S without an xrun (as if it had grown from there), not before."""
+    clock = [100.0]
+    monkeypatch.setattr(live_streams.time, "monotonic", lambda: clock[0])
+    engine = make_engine()
+    devs = (Device(1, "in", "ALSA", 1, 8000.0), Device(2, "out", "ALSA", 1, 8000.0))
+    busy = (BUSY_LATENCY_S, BUSY_LATENCY_S)
+    streams = LiveStreams(_SoundDevice, engine, devs, 8000, 64, busy, (0.005, 0.015))
+    streams.start()
+    assert [s.latency for s in streams.streams] == pytest.approx([BUSY_LATENCY_S] * 2)
+    said = []
+    while clock[0] < 100.0 + 2 * SHRINK_AFTER_S:
+        clock[0] += 0.05
+        said.append(streams.check_xruns())
+        if clock[0] < 100.0 + SHRINK_AFTER_S - 0.1:
+            assert said[-1] is None
+    assert [s.latency for s in streams.streams] == pytest.approx([0.005, 0.015])
+    assert streams.shrunk == [1, 1] and streams.grown == [0, 0]
+
+
+@pytest.mark.parametrize(("running", "cpus", "busy"), [([1, 1, 9, 1, 1], 2, False),
+                                                       ([3, 3, 1, 3, 4], 2, True),
+                                                       ([3, 3, 3, 3, 3], 4, False)])  # fmt: skip
+def test_the_machine_is_busy_when_the_other_runnable_tasks_fill_every_cpu(
+    monkeypatch: pytest.MonkeyPatch, running: list[int], cpus: int, busy: bool
+) -> None:
+    """The median of the kernel's runnable count, less the thread asking (one spike does
+    not make a machine busy)."""
+    readings = iter(running)
+
+    def fake_open(path: str, *args: object, **kwargs: object) -> object:
+        assert path == "/proc/stat"
+        return io.StringIO(f"cpu  1 2 3\nprocs_running {next(readings)}\nprocs_blocked 0\n")
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(live_streams.os, "cpu_count", lambda: cpus)
+    assert machine_busy(samples=len(running), interval=0.0)[0] == busy
