@@ -18,19 +18,21 @@ the largest bursts of back-to-back callbacks; then the output ring is prefilled 
 bursts + a short crossfade + a margin, so the output callback finds processed audio whatever
 the phase between the two streams' bursts. After 2 s the buffering that every output callback
 could have done without beyond ``--margin-ms`` is dropped with one crossfaded jump (the trim).
-From then on the latency is held where it was printed (live_buffer.py, live_timing.py): an
-xrun that moved a device timeline is answered by one crossfaded realign; clock drift,
-estimated over long windows with the xrun steps taken out, by one-sample slips; a worker that
-falls behind by a crossfade to the equally delayed dry input, and if that repeats, by a
-larger output buffer (one crossfaded jump back), which shrinks again once the output has been
-on time for 30 s; a stream whose xruns repeat is reopened with a larger device buffer
-(live_streams.py). Every status line shows the latency now; the summary counts each kind of
-change.
+From then on the latency is held where it was printed (live_buffer.py, live_timing.py), its
+changes read from the phase between the two streams' sample counters: an xrun that moved a
+device timeline is answered by one crossfaded realign; clock drift, estimated over long
+windows with the xrun steps taken out, by one-sample slips; a worker that falls behind by a
+crossfade to the equally delayed dry input, and if that repeats, by a larger output buffer
+(one crossfaded jump back), which shrinks again once the output has been on time for 30 s; a
+stream whose xruns repeat is reopened with a larger device buffer, and with the previous one
+after a calm minute (live_streams.py), as a busy machine's larger start-up buffers are. Every
+status line shows the latency now and the buffers; the summary counts each kind of change.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
 resamplers) + the output buffer (prefill less the trim, plus any growth) + the device loop
-(median over the output callbacks of the last half second of the DAC time of a sample minus
-the ADC time of the input sample it was made from, from PortAudio's timestamps).
+(at start: the median over the output callbacks of the last 0.3 s of the DAC time of a sample
+minus the ADC time of the input sample it was made from, from PortAudio's timestamps; then
+moved by what the phase moved).
 """
 
 from __future__ import annotations
@@ -434,7 +436,9 @@ def _run(
     if control is not None:
         latency_ms = _latency_ms(engine, control)
     rate_ = control.drift.rate if control is not None else None
-    drift = "unknown (too short)" if rate_ is None else f"{60000 * rate_:+.2f} ms/min"
+    drift = "unknown (too little time between steps)"
+    if rate_ is not None:
+        drift = f"{60000 * rate_:+.2f} ms/min"
     if control is not None and rate_ is not None and not control.drift.significant:
         drift += " (within the jitter)"
     flags = ", ".join(f"{k} {v}" for k, v in sorted(st.flags.items()))

@@ -17,6 +17,9 @@ time, the stream grows again and waits twice as long before the next try (up to
 :data:`MAX_SHRINK_AFTER_S`), so that a machine that stays busy does not flip between the two.
 The engine keeps counting samples across a reopen; the step this puts in the device loop
 latency is realigned like any xrun's.
+
+A machine whose other runnable tasks fill every CPU at start (:func:`machine_busy`) gets
+:data:`BUSY_LATENCY_S` from the start (live.py), and the defaults once calm, as if grown.
 """
 
 from __future__ import annotations

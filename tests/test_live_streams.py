@@ -2,11 +2,12 @@
 and with its previous one again once it has been calm for a while.
 
 A fake sounddevice module records what was opened; the engine's xrun counters and the clock
-are driven by hand. Invariants: three xruns of one direction within the window reopen that
-stream (only that one) with twice the device latency, up to the cap; the replaced stream's
-finished callback does not stop the run, the new one's does; a grown stream goes back one
-step at a time to the buffer asked for after SHRINK_AFTER_S without xruns, and waits twice as
-long before the next try when the xruns came back soon after a shrink.
+are driven by hand. Invariants: XRUN_REPEAT xruns of one direction within the window reopen
+that stream (only that one) with twice the device latency (at least MIN_GROWN_LATENCY_S), up to
+the cap; the replaced stream's finished callback does not stop the run, the new one's does; a
+grown stream (or one opened for a busy machine) goes back one step at a time to the buffer
+asked for after SHRINK_AFTER_S without xruns, and waits twice as long before the next try when
+the xruns came back soon after a shrink; "busy" is the median runnable count filling the CPUs.
 """
 
 from __future__ import annotations
