@@ -154,6 +154,27 @@ def check_settings(
             raise portaudio_user_error(exc, device, samplerate, kind) from exc
 
 
+#: the rate live mode opens its streams at unless told otherwise, where the devices accept it:
+#: the native rate of PipeWire, of PulseAudio's sinks on most hardware and of most codecs (no
+#: resampling in the sound server, whose ALSA plugin reports 44100 Hz as its default), and 6x
+#: the engine's 8 kHz (one STFT hop is exactly 186 samples)
+PREFERRED_RATE = 48000
+
+
+def default_rate(devices_: list[tuple[Device, Kind]]) -> int:
+    """PREFERRED_RATE if every ``(device, kind)`` accepts it, else the first device's default
+    rate (each device is checked at the rate it is opened with later)."""
+    sd = import_sounddevice()
+    checks = {"input": sd.check_input_settings, "output": sd.check_output_settings}
+    try:
+        for device, kind in devices_:
+            checks[kind](device=device.index, samplerate=PREFERRED_RATE, channels=1,
+                         dtype="float32")  # fmt: skip
+    except sd.PortAudioError:
+        return int(devices_[0][0].default_samplerate)
+    return PREFERRED_RATE
+
+
 def portaudio_user_error(
     exc: Exception, device: Device | None, samplerate: float | None, kind: str = "device"
 ) -> UserError:

@@ -18,19 +18,21 @@ the largest bursts of back-to-back callbacks; then the output ring is prefilled 
 bursts + a short crossfade + a margin, so the output callback finds processed audio whatever
 the phase between the two streams' bursts. After 2 s the buffering that every output callback
 could have done without beyond ``--margin-ms`` is dropped with one crossfaded jump (the trim).
-From then on the latency is held where it was printed (live_buffer.py, live_timing.py): an
-xrun that moved a device timeline is answered by one crossfaded realign; clock drift,
-estimated over long windows with the xrun steps taken out, by one-sample slips; a worker that
-falls behind by a crossfade to the equally delayed dry input, and if that repeats, by a
-larger output buffer (one crossfaded jump back), which shrinks again once the output has been
-on time for 30 s; a stream whose xruns repeat is reopened with a larger device buffer
-(live_streams.py). Every status line shows the latency now; the summary counts each kind of
-change.
+From then on the latency is held where it was printed (live_buffer.py, live_timing.py), its
+changes read from the phase between the two streams' sample counters: an xrun that moved a
+device timeline is answered by one crossfaded realign; clock drift, estimated over long
+windows with the xrun steps taken out, by one-sample slips; a worker that falls behind by a
+crossfade to the equally delayed dry input, and if that repeats, by a larger output buffer
+(one crossfaded jump back), which shrinks again once the output has been on time for 30 s; a
+stream whose xruns repeat is reopened with a larger device buffer, and with the previous one
+after a calm minute (live_streams.py), as a busy machine's larger start-up buffers are. Every
+status line shows the latency now and the buffers; the summary counts each kind of change.
 
 Latency, device input to device output: ``Streamer.latency_samples`` (STFT window + block +
 resamplers) + the output buffer (prefill less the trim, plus any growth) + the device loop
-(median over the output callbacks of the last half second of the DAC time of a sample minus
-the ADC time of the input sample it was made from, from PortAudio's timestamps).
+(at start: the median over the output callbacks of the last 0.3 s of the DAC time of a sample
+minus the ADC time of the input sample it was made from, from PortAudio's timestamps; then
+moved by what the phase moved).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -50,8 +53,8 @@ from . import devices, virtual_mic
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args, streamer_options
 from .live_buffer import TRIM_WINDOW_S
-from .live_engine import LiveConfig, LiveEngine, chunk_frames
-from .live_streams import LiveStreams
+from .live_engine import AUDIO_NICE, LiveConfig, LiveEngine, chunk_frames, raise_priority
+from .live_streams import BUSY_LATENCY_S, SHRINK_AFTER_S, LiveStreams, machine_busy
 from .live_timing import (
     GROW,
     JUMP_KINDS,
@@ -68,6 +71,14 @@ log = logging.getLogger(__name__)
 
 #: seconds of stream run before the pipeline is armed: device start-up glitches, burst sizing
 PREROLL_S = 0.5
+#: PortAudio suggested latency (s), input and output, unless --latency or a busy machine.
+#: A 5 ms input request makes the server deliver every 3.9 ms instead of in bursts of 3-4
+#: callbacks every 13 ms (15 ms): ~10 ms less output buffer, and its arrival did not drift
+#: (0.1 ppm over 2 minutes at 48 kHz; the drift seen earlier was at 44.1 kHz). A 10 ms
+#: output request (3 periods) saves ~4 ms more but leaves the callback ~4 ms of slack: 2
+#: underflows in 2 minutes on an idle machine. Measured through PulseAudio at 48 kHz with
+#: clicks: 54.4 ms end to end (0.015 both ways: 66.5; 0.005,0.010: 47.6)
+DEFAULT_LATENCY = (0.005, 0.015)
 #: seconds between status lines
 STATUS_EVERY_S = 5.0
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled.
@@ -158,7 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--samplerate",
         type=float,
         metavar="HZ",
-        help="device sample rate (default: the input device's default rate)",
+        help=f"device sample rate (default: {devices.PREFERRED_RATE} where both devices "
+        "accept it, else the input device's default rate)",
     )
     dev.add_argument(
         "-b",
@@ -171,18 +183,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--latency",
         type=_latency_arg,
-        # 15 ms each way. A 5 ms input request starts ~8 ms lower (the sound server delivers
-        # ~8 ms input bursts instead of ~16 ms, and the output buffer covers one burst), but
-        # under PulseAudio the input then arrives later and later (~100 ppm: 15 ms in 150 s,
-        # 65 ms in 10 min, measured with clicks), so the latency does not stay put. A 10 ms
-        # output request measured 102 ms end to end, but ALSA's pulse plugin underran and the
-        # output timeline lost 76 ms in 10 min (3274 drift slips); 12.5 ms gets the same
-        # device buffer as 15.
-        default=0.015,
+        default=None,  # DEFAULT_LATENCY, or BUSY_LATENCY_S on a busy machine
         metavar="S",
         help="PortAudio suggested latency: 'low', 'high' or seconds, or IN,OUT for each side "
-        "(default: 0.015; 'low' is often too small for a sound server; 0.005,0.015 starts ~8 ms "
-        "lower but drifts under PulseAudio; on a busy machine use 0.05 with --margin-ms 10)",
+        "(default: 0.005,0.015, or 0.05 each way while the machine is busy, at start and "
+        "after repeated xruns, going back once calm; 'low' is often too small for a sound "
+        "server)",
     )
     dev.add_argument(
         "--margin-ms",
@@ -228,12 +234,18 @@ def _say(text: str) -> None:
     print(f"rtdenoise live: {text}", file=sys.stderr, flush=True)
 
 
-def _status(engine: LiveEngine, control: TimingControl | None) -> str:
+def _status(
+    engine: LiveEngine, control: TimingControl | None, streams: LiveStreams | None = None
+) -> str:
     st = engine.stats
+    devs = ""
+    if streams is not None and streams.streams:
+        lat_in, lat_out = streams.latencies
+        devs = f", device buffers {1000 * lat_in:.1f}/{1000 * lat_out:.1f} ms"
     return (
         f"{engine.audio_seconds:.1f} s, latency {_latency_ms(engine, control):.1f} ms, "
         f"RTF {engine.rtf():.3f}, xruns {st.xruns}, underruns {st.underruns}, "
-        f"realigns {st.jumps[REALIGN]}, buffer {_buffer_text(engine)}"
+        f"realigns {st.jumps[REALIGN]}, buffer {_buffer_text(engine)}{devs}"
     )
 
 
@@ -242,6 +254,15 @@ def _buffer_text(engine: LiveEngine) -> str:
     st = engine.stats
     ms = 1000.0 * engine.buffer_samples / engine.cfg.samplerate
     return f"{ms:.1f} ms (grown {st.jumps[GROW]}x, shrunk {st.jumps[SHRINK]}x)"
+
+
+def _reopened_text(streams: LiveStreams) -> str:
+    """', output device buffer grown 2x, shrunk 1x' for each stream that was reopened."""
+    return "".join(
+        f", {side} device buffer grown {streams.grown[k]}x, shrunk {streams.shrunk[k]}x"
+        for k, side in enumerate(("input", "output"))
+        if streams.grown[k]
+    )
 
 
 def _latency_text(engine: LiveEngine, loop: float, lat_in: float, lat_out: float) -> tuple:
@@ -287,12 +308,17 @@ def run(args: argparse.Namespace) -> int:
         virtual_mic.check_server()
     sd = devices.import_sounddevice()
     in_dev = devices.resolve_device(args.input, "input")
-    rate = args.samplerate if args.samplerate is not None else in_dev.default_samplerate
+    out_dev = None
+    if args.virtual_mic is None:
+        out_dev = devices.resolve_device(args.output or "speakers", "output")
+    rate = args.samplerate
+    if rate is None:  # the virtual mic's sink is made at whatever rate the input gets
+        both = [(in_dev, "input")] + ([(out_dev, "output")] if out_dev is not None else [])
+        rate = devices.default_rate(both)
     if not rate > 0 or int(rate) != rate:
         raise UserError(f"--samplerate must be a positive whole number of Hz, got {rate:g}")
     rate = int(rate)
-    if args.virtual_mic is None:
-        out_dev = devices.resolve_device(args.output or "speakers", "output")
+    if out_dev is not None:
         return _run(args, sd, in_dev, out_dev, rate)
     with virtual_mic.VirtualMic(args.virtual_mic, rate) as mic:
         try:
@@ -329,7 +355,18 @@ def _run(
     )
     streamer = Streamer(processor, sample_rate=rate, channels=1, **streamer_options(args))
     blocksize = chunk_frames(streamer) if args.blocksize is None else args.blocksize
-    cfg = LiveConfig(rate, blocksize, args.latency, args.margin_ms)
+    latency, calm = args.latency, None
+    if latency is None:
+        latency = DEFAULT_LATENCY
+        busy, others = machine_busy()
+        if busy:  # a callback would wait for a CPU each time: start with larger buffers
+            latency, calm = (BUSY_LATENCY_S, BUSY_LATENCY_S), DEFAULT_LATENCY
+            _say(
+                f"busy machine ({others:.0f} other runnable tasks on {os.cpu_count()} CPUs): "
+                f"{1000 * BUSY_LATENCY_S:.0f} ms device buffers until it has been calm for "
+                f"{SHRINK_AFTER_S:.0f} s (--latency chooses)"
+            )
+    cfg = LiveConfig(rate, blocksize, latency, args.margin_ms)
     engine = LiveEngine(streamer, cfg)
     engine.callback_abort = sd.CallbackAbort
     engine.use_realtime = True
@@ -340,7 +377,10 @@ def _run(
     gc.collect()
     gc.freeze()
 
-    streams = LiveStreams(sd, engine, (in_dev, out_dev), rate, blocksize, args.latency)
+    # before the streams exist: their threads (PortAudio's callbacks, the sound server client's
+    # event loop) and the worker inherit it
+    engine.realtime[f"audio threads nice {AUDIO_NICE}"] = raise_priority(AUDIO_NICE)
+    streams = LiveStreams(sd, engine, (in_dev, out_dev), rate, blocksize, latency, calm)
     engine.open_recordings(args.record_input, args.record_output)
 
     worker = threading.Thread(target=engine.worker, name="rtdenoise-worker", daemon=True)
@@ -396,7 +436,9 @@ def _run(
     if control is not None:
         latency_ms = _latency_ms(engine, control)
     rate_ = control.drift.rate if control is not None else None
-    drift = "unknown (too short)" if rate_ is None else f"{60000 * rate_:+.2f} ms/min"
+    drift = "unknown (too little time between steps)"
+    if rate_ is not None:
+        drift = f"{60000 * rate_:+.2f} ms/min"
     if control is not None and rate_ is not None and not control.drift.significant:
         drift += " (within the jitter)"
     flags = ", ".join(f"{k} {v}" for k, v in sorted(st.flags.items()))
@@ -406,6 +448,7 @@ def _run(
         f", underruns {st.underruns} ({st.dry_samples / rate:.2f} s dry)"
         f", latency {latency_ms:.1f} ms, clock drift {drift}, realigns {st.jumps[REALIGN]}"
         f", slips {st.jumps[SLIP]}, buffer {_buffer_text(engine)}"
+        + _reopened_text(streams)
         + (f" [{flags}]" if flags else "")
     )
     return 0
@@ -440,9 +483,11 @@ def _start_up(
     while engine.jump_pending and not engine.stop_event.wait(0.01):
         _check_stall(engine, stall_s)
     _settle(engine, stall_s, LOOP_SETTLE_S, end)
-    log.info("real-time scheduling (SCHED_FIFO) granted: %s", engine.realtime)
+    log.info("scheduling granted (worker: SCHED_FIFO): %s", engine.realtime)
     engine.device_latency = lat_in + lat_out
-    control = TimingControl(engine.cfg.samplerate, engine.margin, engine.loop_log, engine.timeline)
+    control = TimingControl(
+        engine.cfg.samplerate, engine.margin, engine.loop_log, engine.timeline, engine.phase_log
+    )
     control.hold(engine.now(), engine.stats.underruns, expected=engine.device_latency)
     return control, lat_in, lat_out
 
@@ -476,7 +521,7 @@ def _run_armed(
         if now >= next_status:
             next_status += args.status_every
             if not args.quiet:
-                _say(_status(engine, control))
+                _say(_status(engine, control, streams))
 
 
 def _settle(engine: LiveEngine, stall_s: float, seconds: float, end: float | None) -> None:

@@ -41,6 +41,10 @@ DRIFT_BLOCK_S = 1.0
 #: a change of the block median larger than this is a step (an xrun moved a timeline), not
 #: drift: real clocks differ by < 500 ppm, 0.5 ms per block
 DRIFT_STEP_S = 0.0015
+#: the blocks this long after a step are left out too: after an xrun PulseAudio's timestamps
+#: converge again (measured: ~4 ms back over ~8 s, time constant ~3 s), which within one piece
+#: reads as a slope (the tracker read 118 ppm on one clock under a CPU hog, 166 slips a minute)
+DRIFT_STEP_SETTLE_S = 10.0
 #: drift is the least-squares slope of the step-free block medians over this many seconds...
 DRIFT_WINDOW_S = 300.0
 #: ...once they span at least this many
@@ -52,14 +56,18 @@ DRIFT_MIN_SPAN_S = 10.0
 #: as up to 20 ppm of slope with small standard errors
 DRIFT_SIGNIFICANCE = 4.0
 DRIFT_WANDER = 3.0
+#: a slip when the drift line is this many samples from where the output is (one sample of
+#: hysteresis: the line's level wobbles by a sample as it is refitted, and slips back and forth
+#: would follow it)
+SLIP_AFTER = 2
 #: no slips while the estimated drift is within this (20 ppm = 1.2 ms per minute); real
 #: clocks differ by 20-200 ppm, and what is left is caught by a realign every few minutes
 DRIFT_DEADBAND = 20e-6
 #: for this long after the hold the timestamps are still converging: under PulseAudio the
 #: loop latency they give fell from ~50 to ~21 ms over the first ~12 s of a run while the
 #: real latency (clicks through the server) did not move by a sample (measured, busy
-#: machine). Meanwhile the held value follows slow changes (time constant CONVERGE_TAU_S)
-#: and only fast steps (xruns) are realigned; the drift estimate starts after it.
+#: machine). Meanwhile the level printed follows what the timestamps say beyond what the
+#: phase moved (slow changes, time constant CONVERGE_TAU_S); the phase needs no converging.
 CONVERGE_S = 15.0
 CONVERGE_TAU_S = 0.25
 #: a loop latency at the hold this much above the device latencies is time lost to xruns
@@ -119,10 +127,11 @@ class DriftEstimator:
     The loop latency of each :data:`DRIFT_BLOCK_S` is its median (robust to the callbacks an
     xrun or a scheduling delay displaced). A change of more than :data:`DRIFT_STEP_S` from one
     block to the next, or over two blocks (a step half-way through a block leaves its median
-    between the two levels), is a step: the blocks on either side are left out and the series
-    is cut there. The drift is the least-squares slope (s per s) common to the pieces, each
-    with its own level, over the last :data:`DRIFT_WINDOW_S`; None while the pieces span less
-    than :data:`DRIFT_MIN_SPAN_S`. Main thread only (it reads a :class:`LoopLog`).
+    between the two levels), is a step: the blocks on either side and those of the next
+    :data:`DRIFT_STEP_SETTLE_S` are left out and the series is cut there. The drift is the
+    least-squares slope (s per s) common to the pieces, each with its own level, over the last
+    :data:`DRIFT_WINDOW_S`; None while the pieces span less than :data:`DRIFT_MIN_SPAN_S`.
+    Main thread only (it reads a :class:`LoopLog`).
     """
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -135,12 +144,14 @@ class DriftEstimator:
         self._read = 0  # LoopLog records consumed
         self._block: list[float] = []
         self._block_t = 0.0
+        self._settle_until = -math.inf  # blocks starting before this follow a step
         self._fit_cache: tuple[int, tuple | None] = (-1, None)
 
     def start(self, loop_log: LoopLog) -> None:
         """Estimate from the records written from now on."""
         self.n = self.steps = 0
         self._block = []
+        self._settle_until = -math.inf
         self._read = loop_log.n
 
     def update(self, loop_log: LoopLog) -> None:
@@ -160,7 +171,8 @@ class DriftEstimator:
         k = self.n
         m = float(np.median(self._block))
         self._block = []
-        self.t[k % cap], self.m[k % cap], self.ok[k % cap] = self._block_t, m, True
+        settled = self._block_t >= self._settle_until
+        self.t[k % cap], self.m[k % cap], self.ok[k % cap] = self._block_t, m, settled
         self.piece[k % cap] = self.piece[(k - 1) % cap] if k else 0
         self.n = k + 1
         if k == 0:
@@ -172,6 +184,7 @@ class DriftEstimator:
             self.steps += 1
             self.piece[k % cap] += 1
             self.ok[k % cap] = self.ok[(k - 1) % cap] = False
+            self._settle_until = self._block_t + DRIFT_STEP_SETTLE_S
 
     def _fit(self) -> tuple[float, float, float, tuple[float, float] | None] | None:
         """The least-squares line through the window: (slope, its standard error, how far
@@ -241,13 +254,24 @@ class TimingControl:
     ``jumped[kind]`` is the engine's net samples jumped per kind (what it really did).
     """
 
-    def __init__(self, sample_rate: int, margin: int, loop_log: LoopLog, timeline: Timeline):
+    def __init__(
+        self,
+        sample_rate: int,
+        margin: int,
+        loop_log: LoopLog,
+        timeline: Timeline,
+        phase_log: LoopLog | None = None,
+    ):
         self.sr = sample_rate
         self.margin = margin
         self.loop_log = loop_log
+        #: what the changes are read from (the engine's sample-count phase; the timestamps'
+        #: loop latency if None)
+        self.phase_log = loop_log if phase_log is None else phase_log
         self.timeline = timeline
         self.drift = DriftEstimator()
-        self.ref: float | None = None  # the loop latency held (s)
+        self.ref: float | None = None  # the loop latency held (s): the level printed
+        self.ref_phase = 0.0  # the phase held (s): changes are measured from it
         self._realign_ticks = 0
         self._last_realign = -math.inf
         self._step_t = -math.inf  # when the loop latency moved away from the held value
@@ -264,8 +288,11 @@ class TimingControl:
         ``expected`` (the device latencies, s) if that was more by STARTUP_LOSS_S: a timeline
         that lost time to xruns during start-up is then realigned like after any xrun."""
         self.ref = self.loop_log.median(now - LOOP_SETTLE_S)
+        phase = self.phase_log.median(now - LOOP_SETTLE_S)
+        self.ref_phase = self.ref if phase is None else phase
         if self.ref is not None and expected > 0 and self.ref > expected + STARTUP_LOSS_S:
             log.info("loop latency %.1f ms at start, expected %.1f", 1e3 * self.ref, 1e3 * expected)
+            self.ref_phase -= self.ref - expected  # the time lost: realigned like an xrun
             self.ref = expected
         self._hold_t = self._last_tick = now
         self._drift_started = False
@@ -275,11 +302,12 @@ class TimingControl:
 
     def loop_now(self, now: float, jumped: list[int]) -> float | None:
         """The device loop latency now less what the realigns and slips took off: the
-        latency beyond the engine and the output buffer (s; None without timestamps)."""
-        d = self.loop_log.median(now - REALIGN_WINDOW_S)
-        if d is None:
+        latency beyond the engine and the output buffer (s; None without timestamps): the
+        level held, moved by what the phase moved since."""
+        d = self.phase_log.median(now - REALIGN_WINDOW_S)
+        if d is None or self.ref is None:
             return None
-        return d - (jumped[REALIGN] + jumped[SLIP]) / self.sr
+        return self.ref + d - self.ref_phase - (jumped[REALIGN] + jumped[SLIP]) / self.sr
 
     def tick(
         self, now: float, underruns: int, late: int, jumped: list[int]
@@ -288,11 +316,10 @@ class TimingControl:
         since the last tick, ``jumped`` the engine's net jumps per kind."""
         dt, self._last_tick = now - self._last_tick, now
         converging = now < self._hold_t + CONVERGE_S
-        if not converging:
-            if not self._drift_started:
-                self.drift.start(self.loop_log)
-                self._drift_started = True
-            self.drift.update(self.loop_log)
+        if not self._drift_started:
+            self.drift.start(self.phase_log)
+            self._drift_started = True
+        self.drift.update(self.phase_log)
         if underruns > self._underruns_seen:
             self._underruns_seen = underruns
             times = self._underrun_times
@@ -305,11 +332,14 @@ class TimingControl:
         if self.ref is None:  # no timestamps: only the buffer adapts
             return self._buffer(now, jumped)
         # a step of the device loop latency (an xrun): one jump by all of it
-        d_now = self.loop_log.median(now - REALIGN_WINDOW_S)
+        d_now = self.phase_log.median(now - REALIGN_WINDOW_S)
         if d_now is not None:
-            err = round((d_now - self.ref) * self.sr) - jumped[REALIGN] - jumped[SLIP]
-            if converging and abs(err) < REALIGN_MIN_S * self.sr / 2:  # follow slow changes
-                self.ref += (err / self.sr) * min(1.0, dt / CONVERGE_TAU_S)
+            err = round((d_now - self.ref_phase) * self.sr) - jumped[REALIGN] - jumped[SLIP]
+            if converging:  # the level printed follows what only the timestamps say
+                ts_now = self.loop_log.median(now - REALIGN_WINDOW_S)
+                ts_err = 0.0 if ts_now is None else ts_now - self.ref - (d_now - self.ref_phase)
+                if abs(ts_err) < REALIGN_MIN_S / 2:  # slow changes (a step is an xrun's)
+                    self.ref += ts_err * min(1.0, dt / CONVERGE_TAU_S)
             if abs(err) >= REALIGN_MIN_S * self.sr:
                 if not self._realign_ticks:  # the step came about half a window ago
                     self._step_t = now - REALIGN_WINDOW_S / 2
@@ -333,8 +363,8 @@ class TimingControl:
         # clock drift: one-sample slips (at most one a tick) along the drift line
         level = self.drift.level(now) if self.drift.significant else None
         if level is not None:
-            want = round((level - self.ref) * self.sr) - jumped[REALIGN] - jumped[SLIP]
-            if want:
+            want = round((level - self.ref_phase) * self.sr) - jumped[REALIGN] - jumped[SLIP]
+            if abs(want) >= SLIP_AFTER:
                 return (1 if want > 0 else -1), SLIP
         return self._buffer(now, jumped)
 

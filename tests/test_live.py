@@ -41,6 +41,33 @@ def test_portaudio_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) ->
         devices.import_sounddevice()
 
 
+@pytest.mark.parametrize("rejects", [(), (48000,), ("output", 48000)])
+def test_default_rate_is_48k_where_both_devices_take_it(
+    monkeypatch: pytest.MonkeyPatch, rejects: tuple
+) -> None:
+    """48 kHz (the sound servers' native rate, 6x the engine's) unless a device refuses it;
+    then the input device's default rate."""
+    from rtdenoise import devices
+
+    class _SoundDevice:
+        class PortAudioError(Exception):
+            pass
+
+        @staticmethod
+        def _check(kind: str, samplerate: float, **_: object) -> None:
+            if samplerate in rejects and (len(rejects) == 1 or kind in rejects):
+                raise _SoundDevice.PortAudioError("Invalid sample rate")
+
+        check_input_settings = staticmethod(lambda **kw: _SoundDevice._check("input", **kw))
+        check_output_settings = staticmethod(lambda **kw: _SoundDevice._check("output", **kw))
+
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: _SoundDevice)
+    mic = devices.Device(1, "mic", "ALSA", 1, 44100.0)
+    out = devices.Device(2, "out", "ALSA", 1, 22050.0)
+    rate = devices.default_rate([(mic, "input"), (out, "output")])
+    assert rate == (devices.PREFERRED_RATE if not rejects else 44100)
+
+
 # --------------------------------------------------------------------------- real audio server
 
 

@@ -8,11 +8,12 @@ wet and dry); a worker exception stops the engine; the soft clip.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
-from rtdenoise.live_engine import SOFT_KNEE, _soft_clip
+from rtdenoise.live_engine import SOFT_KNEE, _soft_clip, raise_priority
 from tests.live_sim import Halve, drive, duplex, make_engine, tone
 
 
@@ -100,3 +101,28 @@ def test_soft_clip_is_identity_below_the_knee_and_bounded_above() -> None:
     assert np.all(np.diff(y) >= -1e-6)  # monotonic (to float32 rounding): no fold-over
     assert np.all(np.abs(y[np.abs(ref) <= 1.1]) < 0.999)  # soft: not a hard clip at 1
     np.testing.assert_allclose(y, -y[::-1], atol=1e-6)
+
+
+def test_raised_priority_is_inherited_by_threads_started_afterwards() -> None:
+    """live.run raises the main thread's priority before the streams exist, so that the
+    threads PortAudio and the sound server's client library start later get it too; it never
+    lowers a priority. Runs in its own thread (nice values are per thread on Linux)."""
+    seen: dict[str, object] = {}
+
+    def body() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        seen["same"] = raise_priority(before + 5)  # already higher: nothing to do
+        seen["unchanged"] = os.getpriority(os.PRIO_PROCESS, 0) == before
+        seen["granted"] = raise_priority(before - 1)  # only where permitted (root, rlimit)
+        child = threading.Thread(
+            target=lambda: seen.__setitem__("child", os.getpriority(os.PRIO_PROCESS, 0))
+        )
+        child.start()
+        child.join()
+        seen["expected"] = before - 1 if seen["granted"] else before
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen["same"] and seen["unchanged"]
+    assert seen["child"] == seen["expected"]

@@ -113,11 +113,12 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
     crossfaded realign, soon after, that takes the latency back to where it was held (+ the
     buffer growth, counted): exactly after a realign back (more latency); after one ahead,
     as far as the reads since show spare (the xrun moved the phase between the streams'
-    bursts: up to one burst period short). No slips; the drift reads < 1 ms per minute."""
+    bursts: up to one burst period short), within 1.5 ms (the phase is read from callback
+    times, each up to 3 ms late here). No slips; the drift reads < 1 ms per minute."""
     xruns = [(10.0, "out", 0.020), (20.0, "in", 0.015), (30.0, "out", 0.010), (40.0, "in", 0.012),
              (48.0, "out", 0.3)]  # fmt: skip
     dev = Devices(jitter=0.003, xruns=xruns)
-    engine, played, control, lat, x = _run(dev, 60)
+    engine, played, control, lat, x = _run(dev, 80)  # calm after the last: a drift estimate
     st = engine.stats
     period = dev.burst * dev.block
     realigns = _decisions(played, (REALIGN,))
@@ -126,12 +127,12 @@ def test_same_clock_xruns_are_one_realign_each_and_read_as_no_drift() -> None:
     lat = _less_growth(played, lat, dev.sr) - held
     for k, ((t_x, side, _), (t_r, n)) in enumerate(zip(xruns, realigns, strict=True)):
         assert t_x < t_r < t_x + 1.0 and (n > 0) == (side == "out")
-        t_next = xruns[k + 1][0] if k + 1 < len(xruns) else 58.0
+        t_next = xruns[k + 1][0] if k + 1 < len(xruns) else 78.0
         seg = _at(played, lat, t_x + 2, t_next - 0.1)
         seg = seg[np.isfinite(seg)]
         np.testing.assert_allclose(seg, seg[0], atol=1.5 / dev.sr)  # held still...
         short = 0 if side == "in" else period / dev.sr
-        assert -1.5 / dev.sr <= seg[0] <= short + 1.5 / dev.sr  # ...where it was
+        assert -1.5e-3 <= seg[0] <= short + 1.5e-3  # ...where it was
     assert st.jumps[SLIP] == 0
     assert abs(60 * control.drift.rate) < 0.001  # < 1 ms per minute
     assert control.drift.steps >= sum(t > LOCKED_S for t, _, _ in xruns)
@@ -174,25 +175,25 @@ def test_time_lost_before_the_latency_is_held_is_realigned_too() -> None:
 
 @pytest.mark.parametrize("ppm", [-150.0, 150.0])
 def test_clock_drift_is_followed_by_slips_that_hold_the_latency(ppm: float) -> None:
-    """The output clock 150 ppm fast or slow: while the timestamps converge the held latency
-    follows it; from then on, once the drift line is significant (~10 s), the output slips
-    one sample at a time along it and the latency stays where it was locked (plus what the
-    buffer grew: drift walks the phase between the streams through values the trim did not
-    see); no realign, and the estimate is the real drift."""
+    """The output clock 150 ppm fast or slow: once the drift line is significant (~10 s
+    after the hold), the output slips one sample at a time along it and the latency goes
+    back to where it was held and stays there (plus what the buffer grew: drift walks the
+    phase between the streams through values the trim did not see); no realign, and the
+    estimate is the real drift."""
     dev = Devices(jitter=0.003, out_ppm=ppm)
     engine, played, control, lat, x = _run(dev, 60)
     st = engine.stats
-    assert control.drift.rate == pytest.approx(-ppm * 1e-6, rel=0.03)
+    assert control.drift.rate == pytest.approx(-ppm * 1e-6, rel=0.05)
     assert st.jumps[REALIGN] == 0
     lat = _less_growth(played, lat, dev.sr)
-    held = np.nanmedian(_at(played, lat, LOCKED_S, LOCKED_S + 0.5))
+    held = np.nanmedian(_at(played, lat, HOLD_S, HOLD_S + 0.5))
     assert len(_decisions(played, (GROW, SHRINK))) <= 2
-    seg = _at(played, lat, LOCKED_S + 12, 58)
+    seg = _at(played, lat, HOLD_S + 20, 58)
     seg = seg[np.isfinite(seg)]
     np.testing.assert_allclose(seg, np.median(seg), atol=0.25e-3)  # held still...
-    assert abs(np.median(seg) - held) < 1e-3  # ...where it was locked (the EMA lags a bit)
-    expected = ppm * 1e-6 * (58 - LOCKED_S) * dev.sr  # samples drifted while locked
-    assert abs(st.jumped[SLIP] + expected) <= 8  # slips took them back (1 ms)...
+    assert abs(np.median(seg) - held) < 0.5e-3  # ...where it was held
+    expected = ppm * 1e-6 * (58 - HOLD_S) * dev.sr  # samples drifted since the hold
+    assert abs(st.jumped[SLIP] + expected) <= 4  # slips took them back (0.5 ms)...
     assert st.jumps[SLIP] == abs(st.jumped[SLIP])  # ...each one sample, all in one direction
     assert check_jumps(engine, x, played.y, played.out_map) == sum(st.jumps)
 
@@ -236,31 +237,80 @@ def test_status_and_start_line_print_the_latency_the_devices_give() -> None:
     assert engine.stats.jumps[REALIGN] == 1 and engine.stats.jumps[GROW] == 1
     for t, ms in printed:
         real = 1000 * np.nanmedian(_at(played, lat, t - 0.5, t))
-        assert abs(ms - real) < 0.2, (t, ms, real)
+        assert abs(ms - real) < 0.5, (t, ms, real)
     assert "latency" in live._status(engine, hold[0])
 
 
+def test_input_stamps_of_a_sample_captured_on_delivery_are_taken_as_captured_before() -> None:
+    """The input callbacks are told that their first sample was captured when they run (as
+    through PulseAudio's ALSA plugin, measured: ~0.1 ms): the printed latency is then short by
+    at most the device's own input latency (unknowable), not also by the callback's frames (a
+    sample is captured before it is delivered); it never reads more than the real latency."""
+    dev = Devices(jitter=0.001, stamp_in_now=True)
+    engine = make_engine(block=dev.block)
+    x = tone(dev.sr * 8, seed=2)
+    hold: list = []
+    printed: list[tuple[float, float]] = []
+    schedule = start_schedule(engine, hold)
+    for t in (5.0, 7.0):
+        schedule[t] = lambda t=t: printed.append((t, live._latency_ms(engine, hold[0])))
+    played = run_devices(engine, x, dev, schedule)
+    lat = true_latency(engine, dev, played)
+    for t, ms in printed:
+        real = 1000 * np.nanmedian(_at(played, lat, t - 0.5, t))
+        assert 0 <= real - ms <= 1000 * (dev.lat_in + dev.jitter) + 0.5, (t, ms, real)
+
+
+def _steps(t: np.ndarray, times: np.ndarray, rng: np.random.Generator, size: tuple) -> np.ndarray:
+    """Steps of the loop latency at ``times`` (sizes uniform in ``size`` s, either sign), each
+    followed by the timestamps converging back by 4 ms with a time constant of 3 s, as
+    PulseAudio's do after an xrun (measured)."""
+    out = np.zeros(len(t))
+    for at in times:
+        after = t >= at
+        out += rng.choice([-1, 1]) * rng.uniform(*size) * after
+        out[after] += 0.004 * np.exp(-(t[after] - at) / 3.0)
+    return out
+
+
+def _estimate(t: np.ndarray, loop: np.ndarray) -> DriftEstimator:
+    loop_log, est = LoopLog(), DriftEstimator()
+    est.start(loop_log)
+    for i, (ti, d) in enumerate(zip(t, loop, strict=True)):
+        loop_log.record(ti, d)
+        if i % 100 == 99:
+            est.update(loop_log)
+    est.update(loop_log)
+    return est
+
+
 def test_drift_estimator_ignores_steps_and_jitter() -> None:
-    """Loop latencies of 3 minutes of callbacks with up to +-2 ms of jitter, a callback in
-    twenty displaced by 30 ms, and 12 steps of 2-40 ms: on one clock the drift reads < 1 ms
-    per minute; with 100 ppm of drift added it reads 100 ppm."""
+    """Loop latencies of 5 minutes of callbacks with up to +-2 ms of jitter, a callback in
+    twenty displaced by 30 ms, and 8 steps of 2-40 ms (each with its settling): on one clock
+    the drift reads < 1 ms per minute; with 100 ppm of drift added it reads 100 ppm."""
     rng = np.random.default_rng(7)
-    t = np.arange(0, 180, 0.004)
+    t = np.arange(0, 300, 0.004)
     jitter = rng.uniform(-0.002, 0.002, len(t)) + 0.03 * (rng.random(len(t)) < 0.05)
-    steps = np.zeros(len(t))
-    for at in rng.uniform(5, 175, 12):
-        steps += rng.choice([-1, 1]) * rng.uniform(0.002, 0.04) * (t >= at)
+    steps = _steps(t, np.sort(rng.uniform(5, 290, 8)), rng, (0.002, 0.04))
     for drift in (0.0, 100e-6):
-        loop_log, est = LoopLog(), DriftEstimator()
-        est.start(loop_log)
-        for i, (ti, d) in enumerate(zip(t, 0.03 + jitter + steps + drift * t, strict=True)):
-            loop_log.record(ti, d)
-            if i % 100 == 99:
-                est.update(loop_log)
-        est.update(loop_log)
+        est = _estimate(t, 0.03 + jitter + steps + drift * t)
         assert abs(est.rate - drift) < (1e-3 / 60 if drift == 0 else 10e-6), est.rate
-        assert est.steps >= 12
+        assert est.steps >= 8
         assert est.significant == (drift != 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_xruns_every_few_seconds_are_not_read_as_drift(seed: int) -> None:
+    """Under a CPU hog: a step every 3-12 s for 5 minutes, each with its settling, on one
+    clock. The settling must not read as drift (without leaving it out: -15 ms per minute,
+    significant, thousands of slips); the realigns take care of the steps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, 300, 0.004)
+    jitter = rng.uniform(-0.002, 0.002, len(t))
+    times = np.cumsum(rng.uniform(3, 12, 60))
+    est = _estimate(t, 0.03 + jitter + _steps(t, times[times < 295], rng, (0.01, 0.05)))
+    assert not est.significant
+    assert est.rate is None or abs(60 * est.rate) < 0.001
 
 
 def test_jump_kinds_are_named_in_the_summary_order() -> None:
