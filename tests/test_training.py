@@ -472,3 +472,21 @@ def test_standard_framing_twin_differs_from_the_low_latency_run_only_in_framing(
     for c in (low, std):
         del c["model"]["stft_window"], c["model"]["stft_synthesis_len"]
     assert low == std
+
+
+def test_selection_score_follows_train_select():
+    """train.select weighs the validation metrics that choose best.pt; a typo is refused."""
+    from rtdenoise.errors import UserError
+
+    assert T.parse_select("pesq+0.1*si_sdr+5*stoi") == [
+        (1.0, "pesq"),
+        (0.1, "si_sdr"),
+        (5.0, "stoi"),
+    ]
+    m = {"pesq": 2.0, "stoi": 0.8, "si_sdr": 10.0, "nsr": -9.0}
+    tr = T.Trainer.__new__(T.Trainer)
+    tr.t_cfg = {"select": "pesq + 0.1*si_sdr + 5*stoi"}
+    assert tr.selection_score(m) == pytest.approx(2.0 + 1.0 + 4.0)
+    for bad in ("pesq+0.1*sisdr", "pesq+x*stoi"):
+        with pytest.raises(UserError, match="train.select"):
+            T.parse_select(bad)

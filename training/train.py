@@ -124,6 +124,20 @@ def load_config(path: str | None, overrides: list[str]) -> dict:
     return cfg
 
 
+def parse_select(expr: str) -> list[tuple[float, str]]:
+    """``"pesq+0.1*si_sdr+5*stoi"`` -> [(1.0, "pesq"), (0.1, "si_sdr"), (5.0, "stoi")]."""
+    terms = []
+    for term in expr.replace(" ", "").split("+"):
+        w, _, key = term.rpartition("*")
+        if key not in ("pesq", "stoi", "si_sdr", "nsr"):
+            raise UserError(f"train.select: unknown metric {key!r} in {expr!r}")
+        try:
+            terms.append((float(w) if w else 1.0, key))
+        except ValueError:
+            raise UserError(f"train.select: bad weight {w!r} in {expr!r}") from None
+    return terms
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -213,6 +227,7 @@ class Trainer:
         self.stop_step = stop_step
         self.t_cfg = cfg["train"]
         self.o_cfg = cfg["optim"]
+        parse_select(str(self.t_cfg["select"]))  # a bad expression fails now, not at validation
         self.seed = int(cfg["seed"])
         self.ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
         if self.ddp:
@@ -485,7 +500,8 @@ class Trainer:
         }
 
     def selection_score(self, m: dict[str, float]) -> float:
-        return m["pesq"] + 0.1 * m["si_sdr"]
+        """``train.select``, a weighted sum of validation metrics (``pesq+0.1*si_sdr+5*stoi``)."""
+        return sum(w * m[k] for w, k in parse_select(str(self.t_cfg["select"])))
 
     # ------------------------------------------------------------------ loop
 
