@@ -18,9 +18,10 @@ sample rate is any positive integer in Hz; the model runs at 8 kHz (resampled in
 ``narrowband=True``) and multi-channel audio is denoised per channel.
 
 Both run the engine of ``rtdenoise file`` and ``rtdenoise live`` (:class:`~.streamer.Streamer`
-over :func:`~.file_mode.build_processor`): the same default model (the shipped ONNX model, no
-torch), knobs and results. Bad arguments raise ``ValueError`` with a message naming the
-argument.
+over :func:`~.file_mode.build_processor`): the same default model (the shipped low-latency
+ONNX model, ``lowlat.onnx``, 15.4 ms of algorithmic latency, no torch; ``latency_mode=
+"standard"`` runs the standard-framing one, ``default.onnx``, 64.75 ms), knobs and results.
+Bad arguments raise ``ValueError`` with a message naming the argument.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import KINDS, MAX_BLOCK_FRAMES
+from .backends import KINDS, LATENCY_MODES, MAX_BLOCK_FRAMES
 from .errors import UserError
 
 #: integer sample types and their full scale (soundfile's convention)
@@ -43,9 +44,13 @@ class Denoiser:
 
     sample_rate: Hz of the audio given and returned (any positive integer).
     channels: C; chunks are ``[n]`` (C == 1) or ``[n, C]``.
-    model: model file; None = the shipped model (``rtdenoise/models/default.onnx``).
-    atten_lim_db: most attenuation in dB, >= 0 (None = the model's own: 15 dB for the shipped
-        one; 100 = effectively no limit).
+    model: model file; None = the shipped model that ``latency_mode`` picks.
+    latency_mode: which shipped model, as ``--latency-mode``: 'low' (None, the default:
+        ``rtdenoise/models/lowlat.onnx``, 15.4 ms STFT latency) or 'standard' (the design's
+        symmetric framing, ``rtdenoise/models/default.onnx``, 64.75 ms); not with ``model``
+        (a model runs on the framing it was trained for).
+    atten_lim_db: most attenuation in dB, >= 0 (None = the model's own: 20 dB for the
+        low-latency model, 15 dB for the standard one; 100 = effectively no limit).
     wet: dry/wet mix in [0, 1] (None = 1, fully denoised).
     backend: 'onnx', 'torchscript' or 'torch' (the last two need torch); None = from the model
         file name (``*.jit.pt`` torchscript, ``*.pt`` torch, else onnx).
@@ -71,6 +76,7 @@ class Denoiser:
         *,
         backend: str | None = None,
         block_frames: int | None = None,
+        latency_mode: str | None = None,
         passthrough: bool = False,
         narrowband: bool = False,
         _whole_signals: bool = False,
@@ -80,7 +86,7 @@ class Denoiser:
 
         self.sample_rate = _positive_int("sample_rate", sample_rate)
         self.channels = _positive_int("channels", channels)
-        backend = _check_options(model, atten_lim_db, wet, backend, block_frames)
+        backend = _check_options(model, atten_lim_db, wet, backend, block_frames, latency_mode)
         # whole signals only (``denoise()``): as ``rtdenoise file``, the cheapest block size
         # with the output of the model's own (the latency is removed anyway)
         align = None
@@ -94,6 +100,7 @@ class Denoiser:
                 atten_lim_db=None if atten_lim_db is None else float(atten_lim_db),
                 wet=None if wet is None else float(wet),
                 block_frames=None if block_frames is None else int(block_frames),
+                latency_mode=latency_mode,
             )
         except UserError as exc:  # e.g. a model file that does not load: one clear line
             raise ValueError(str(exc)) from None
@@ -179,9 +186,9 @@ def denoise(audio: np.ndarray, sample_rate: int, **options: Any) -> np.ndarray:
     same shape, time-aligned with the input (no delay) and full scale +-1.0.
 
     audio: float (+-1.0) or int16/int32 samples, soundfile's layout (samples along axis 0).
-    options: the keyword arguments of :class:`Denoiser` (``model``, ``atten_lim_db``, ``wet``,
-        ``backend``, ``block_frames``, ``passthrough``, ``narrowband``); the channels come
-        from ``audio``.
+    options: the keyword arguments of :class:`Denoiser` (``model``, ``latency_mode``,
+        ``atten_lim_db``, ``wet``, ``backend``, ``block_frames``, ``passthrough``,
+        ``narrowband``); the channels come from ``audio``.
 
     Loads the model on every call: to denoise many signals, make one :class:`Denoiser` and
     call its ``denoise``. Equals ``rtdenoise file`` on the same samples, and runs the model as
@@ -212,8 +219,17 @@ def _check_options(
     wet: float | None,
     backend: str | None,
     block_frames: int | None,
+    latency_mode: str | None = None,
 ) -> str:
     """Range checks with the Python names; returns the backend (inferred from the model)."""
+    if latency_mode is not None and (
+        not isinstance(latency_mode, str) or latency_mode not in LATENCY_MODES
+    ):
+        raise ValueError(f"latency_mode must be 'low' or 'standard', got {latency_mode!r}")
+    if latency_mode is not None and model is not None:
+        raise ValueError(
+            "latency_mode picks a shipped model; model brings its own framing: give one"
+        )
     if atten_lim_db is not None and not atten_lim_db >= 0:
         raise ValueError(f"atten_lim_db must be >= 0 dB, got {atten_lim_db!r}")
     if wet is not None and not 0.0 <= wet <= 1.0:

@@ -1,12 +1,13 @@
 """Model backends for the mask processor: ONNX Runtime (default), TorchScript, torch.
 
-    backend = load_backend("onnx")            # rtdenoise/models/default.onnx
+    backend = load_backend("onnx")            # rtdenoise/models/lowlat.onnx (the default)
     backend.reset(channels)
     mask = backend.step(spec_ri)              # float32 [C, K, F, 2] -> float32 [C, K, F]
 
 Each backend keeps the streaming state of the model (one stream per channel, the batch axis)
 between calls. ``block_frames`` is the K the model was exported for (default 4: latency
-518 + 3 * 31 samples = 76 ms at 8 kHz) and ``lookahead_frames`` its lookahead.
+123 + 3 * 31 samples = 27 ms at 8 kHz for the low-latency model, 518 + 3 * 31 = 76 ms for the
+standard one) and ``lookahead_frames`` its lookahead.
 
 The ONNX backend imports no torch. It runs with one intra-op thread by default and binds
 preallocated inputs and outputs (states ping-pong between two buffer sets), so nothing is
@@ -29,14 +30,19 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-#: the shipped models, one per latency mode: file stem in ``rtdenoise/models``
+#: the shipped models, one per latency mode: file stem in ``rtdenoise/models`` (``default.*`` is
+#: the standard-framing model, a name kept from before ``lowlat.*`` became the default)
 LATENCY_MODES = {"standard": "default", "low": "lowlat"}
+#: the latency mode of every entry point (file, eval, live, the Python API) unless told: the
+#: low-latency model is better than the standard one on val2 (issue #12: the only default)
+DEFAULT_LATENCY_MODE = "low"
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".jit.pt", "torch": ".pt"}
 
 
-def shipped_model(kind: str = "onnx", latency_mode: str = "standard") -> Path:
-    """Path of the shipped model for backend ``kind`` and ``latency_mode`` (standard: the
-    design's 64.75 ms framing; low: the 15.4 ms asymmetric framing)."""
+def shipped_model(kind: str = "onnx", latency_mode: str = DEFAULT_LATENCY_MODE) -> Path:
+    """Path of the shipped model for backend ``kind`` and ``latency_mode`` (low, the default:
+    the 15.4 ms asymmetric framing, ``lowlat.*``; standard: the design's 64.75 ms framing,
+    ``default.*``)."""
     if latency_mode not in LATENCY_MODES:
         raise UserError(f"unknown latency mode {latency_mode!r} (choose from low, standard)")
     return MODELS_DIR / f"{LATENCY_MODES[latency_mode]}{_SUFFIXES[kind]}"
@@ -233,7 +239,7 @@ def load_backend(
     threads: int = 1,
 ) -> Backend:
     """Backend ``kind`` in {'onnx', 'torchscript', 'torch'} over ``model_path`` (default: the
-    shipped model, ``rtdenoise/models/default.{onnx,jit.pt,pt}``)."""
+    shipped low-latency model, ``rtdenoise/models/lowlat.{onnx,jit.pt,pt}``)."""
     if kind not in DEFAULT_PATHS:
         raise UserError(f"unknown backend {kind!r} (choose from {', '.join(KINDS)})")
     path = Path(model_path) if model_path is not None else DEFAULT_PATHS[kind]

@@ -2,8 +2,9 @@
 
 Inputs are either matching clean/noisy folders (``--clean DIR --noisy DIR``) or a pairs CSV
 (``--pairs CSV``, mixed on the fly with the corpus recipe). The denoiser is ``none`` (score
-the noisy input), ``rtdenoise`` (the streaming engine, exactly as ``rtdenoise file`` runs it) or
-``--denoised DIR`` (any other system's outputs, matched by file name).
+the noisy input), ``rtdenoise`` (the streaming engine, exactly as ``rtdenoise file`` runs it:
+the shipped low-latency model unless ``--latency-mode standard`` or ``--model`` says otherwise)
+or ``--denoised DIR`` (any other system's outputs, matched by file name).
 """
 
 from __future__ import annotations
@@ -238,12 +239,15 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.denoised).is_dir():
             raise UserError(f"not a directory: {args.denoised}")
     elif args.denoiser == "rtdenoise":
-        from .file_mode import processor_from_args
+        from .backends import DEFAULT_LATENCY_MODE
+        from .file_mode import DEFAULT_MODEL, processor_from_args
 
         processor = processor_from_args(args)
         if processor is None:
-            raise UserError("no trained model to evaluate (rtdenoise/models/default.onnx missing)")
-        system = f"rtdenoise ({args.backend}: {args.model or 'default model'})"
+            raise UserError(f"no trained model to evaluate ({DEFAULT_MODEL} missing)")
+        mode = args.latency_mode or DEFAULT_LATENCY_MODE
+        shipped = "low-latency model" if mode == "low" else f"{mode} model"
+        system = f"rtdenoise ({args.backend}: {args.model or shipped})"
     for d in (args.write_noisy, args.write_denoised):
         if d:
             Path(d).mkdir(parents=True, exist_ok=True)

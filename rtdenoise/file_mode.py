@@ -11,10 +11,13 @@ when it has a known one (stdout is always wav). Files are streamed in blocks, ne
 whole. Output goes to a temporary file beside OUT that is renamed when complete, so a failure or
 Ctrl-C never leaves a half-written file, and the input is never touched.
 
-The default model is the shipped one, rtdenoise/models/default.onnx on ONNX Runtime (no torch):
-a causal VQ-VAE SE-U-Net for 8 kHz telephone-band speech, 40 k parameters, run on 16 frames per
-model call (its cheapest; the latency this adds is removed from files), gain never below -15 dB
-(--atten-lim-db changes that); how it was trained and its limits: docs/MODEL_CARD.md. The model
+The default model is the shipped low-latency one, rtdenoise/models/lowlat.onnx on ONNX Runtime
+(no torch): a causal VQ-VAE SE-U-Net for 8 kHz telephone-band speech, 40 k parameters, on the
+15.4 ms low-latency STFT framing, run on 16 frames per model call (its cheapest; the latency
+this adds is removed from files), gain never below -20 dB (--atten-lim-db changes that).
+--latency-mode standard runs the standard-framing model instead (rtdenoise/models/default.onnx,
+a name from before it stopped being the default: 64.75 ms, -15 dB). How they were trained and
+their limits: docs/MODEL_CARD.md. The model
 denoises the band up to 4 kHz; at higher rates the output is full band, the band above following
 the model's gain (--narrowband: the telephone band only, 0-3.4 kHz, as before). --passthrough
 runs only the engine (resampling, STFT, overlap-add) and returns the input, full band.
@@ -42,12 +45,14 @@ from typing import IO, Any
 import numpy as np
 import soundfile as sf
 
+from .backends import DEFAULT_LATENCY_MODE, LATENCY_MODES
 from .errors import UserError
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "default.onnx"
+#: the model every entry point runs unless told (--latency-mode, --model): the low-latency one
+DEFAULT_MODEL = MODELS_DIR / f"{LATENCY_MODES[DEFAULT_LATENCY_MODE]}.onnx"
 #: STFT frames per model call for files (and eval): the most the exported step takes. Offline,
 #: the latency it adds is removed anyway, and the output is the same as at any other K (the
 #: step is block-size invariant: bit-identical to K = 4 on the shipped models), while ONNX
@@ -128,22 +133,24 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
     group.add_argument(
         "--model",
         metavar="PATH",
-        help="model file (default: the shipped model, rtdenoise/models/default.onnx)",
+        help="model file (default: the shipped low-latency model, rtdenoise/models/lowlat.onnx; "
+        "see --latency-mode)",
     )
     group.add_argument(
         "--latency-mode",
-        choices=("low", "standard"),
-        help="which shipped model: 'low' (15.4 ms algorithmic latency, asymmetric STFT windows) "
-        "or 'standard' (64.75 ms, the design's symmetric window; a little better on quality) "
-        "(default: standard for files, low in live mode; not with --model: a model runs on the "
-        "framing it was trained for)",
+        choices=tuple(sorted(LATENCY_MODES)),
+        help="which shipped model: 'low' (15.4 ms algorithmic latency, asymmetric STFT windows, "
+        "lowlat.onnx; the better one on quality) or 'standard' (64.75 ms, the design's "
+        f"symmetric window, default.onnx) (default: {DEFAULT_LATENCY_MODE}; not with --model: "
+        "a model runs on the framing it was trained for)",
     )
     group.add_argument(
         "--atten-lim-db",
         type=float,
         metavar="DB",
         help="most attenuation the mask may apply, in dB: lower keeps more of the speech and "
-        "more of the noise (default: the model's own, 15 dB for the shipped one; 100 = no limit)",
+        "more of the noise (default: the model's own, 20 dB for the low-latency model, 15 dB "
+        "for the standard one; 100 = no limit)",
     )
     group.add_argument(
         "--wet",
@@ -176,8 +183,7 @@ def processor_from_args(args: argparse.Namespace) -> Any | None:
         atten_lim_db=args.atten_lim_db,
         wet=args.wet,
         block_frames=_block_frames(args),
-        latency_mode=args.latency_mode
-        or (None if args.model else getattr(args, "default_latency_mode", None)),
+        latency_mode=getattr(args, "latency_mode", None),
     )
 
 
@@ -209,11 +215,13 @@ def build_processor(
 ) -> Any | None:
     """The frame processor for the streamer; None means identity.
 
-    ``latency_mode`` (``low`` | ``standard``) picks one of the shipped models; a ``model`` file
-    brings its own framing, so the two together are refused.
+    ``latency_mode`` (``low`` | ``standard``) picks one of the shipped models, ``low`` when
+    neither it nor ``model`` is given; a ``model`` file brings its own framing, so the two
+    together are refused.
 
-    The one place that decides what the default processing is: identity while the default model
-    file is missing (with a warning), the mask processor on the chosen backend otherwise.
+    The one place that decides what the default processing is (file, eval, live and the Python
+    API all come here): identity while the default model file is missing (with a warning), the
+    mask processor on the chosen backend otherwise.
     """
     if atten_lim_db is not None and not atten_lim_db >= 0:
         raise UserError(f"--atten-lim-db must be >= 0, got {atten_lim_db}")
@@ -228,15 +236,21 @@ def build_processor(
         raise UserError(
             "--latency-mode picks a shipped model; --model brings its own framing: use one"
         )
-    if latency_mode not in (None, "standard"):
-        model = str(backends.shipped_model(backend, latency_mode))
-        if not Path(model).is_file():
-            raise UserError(f"no {latency_mode}-latency model is installed ({model} is missing)")
-    default = DEFAULT_MODEL if backend == "onnx" else _default_path(backends, backend)
-    if model is None and default is not None and not Path(default).exists():
-        log.warning("no trained model at %s yet: identity processing", default)
-        return None
-    if model is not None and not Path(model).is_file():
+    if latency_mode is not None and latency_mode not in LATENCY_MODES:
+        raise UserError(f"unknown latency mode {latency_mode!r} (choose from low, standard)")
+    if model is None:
+        mode = latency_mode or DEFAULT_LATENCY_MODE
+        if backend == "onnx" and mode == DEFAULT_LATENCY_MODE:
+            default = DEFAULT_MODEL
+        else:
+            default = backends.shipped_model(backend, mode)
+        if not Path(default).is_file():
+            if latency_mode is not None:
+                raise UserError(f"no {mode}-latency model is installed ({default} is missing)")
+            log.warning("no trained model at %s yet: identity processing", default)
+            return None
+        model = str(default)
+    if not Path(model).is_file():
         raise UserError(f"model file not found: {model}")
     from .processor import MaskProcessor
 
@@ -253,11 +267,7 @@ def build_processor(
         raise UserError(f"the {backend} backend needs {exc.name or 'torch'} installed") from None
     except Exception as exc:  # a broken model file: one line; -v shows the traceback
         log.debug("loading the %s model failed", backend, exc_info=True)
-        raise UserError(f"cannot load the {backend} model {model or default}: {exc}") from None
-
-
-def _default_path(backends: Any, kind: str) -> Path | None:
-    return getattr(backends, "DEFAULT_PATHS", {}).get(kind)
+        raise UserError(f"cannot load the {backend} model {model}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- library

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from . import devices, virtual_mic
+from .backends import DEFAULT_LATENCY_MODE
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args, streamer_options
 from .live_buffer import TRIM_WINDOW_S
@@ -201,8 +202,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_processing_arguments(parser.add_argument_group("processing"))
     # one frame per model call: 11.6 ms less latency than the model's default of 4, for ~1.5x the
-    # model's CPU (RTF ~0.07 live, measured); the low-latency model unless --model is given
-    parser.set_defaults(block_frames=1, default_latency_mode="low")
+    # model's CPU (RTF ~0.07 live, measured); the model: the low-latency one, as everywhere
+    parser.set_defaults(block_frames=1)
     run_ = parser.add_argument_group("run")
     run_.add_argument(
         "-d", "--duration", type=float, metavar="S", help="stop after S seconds of audio"
@@ -289,6 +290,12 @@ def _latency_ms(engine: LiveEngine, control: TimingControl | None) -> float:
     return _latency_text(engine, loop, 0.0, 0.0)[0]
 
 
+def _shipped_name(args: argparse.Namespace) -> str:
+    """'low-latency model' or 'standard model': the shipped model --latency-mode picked."""
+    mode = args.latency_mode or DEFAULT_LATENCY_MODE
+    return "low-latency model" if mode == "low" else f"{mode} model"
+
+
 def _warm_up(streamer: Streamer, chunk: int) -> None:
     """Run the engine once before the stream starts: JIT compilation and first model call."""
     x = np.zeros(chunk, np.float32)
@@ -350,7 +357,7 @@ def _run(
         else (
             "identity (no model)"
             if processor is None
-            else f"{args.model or 'default model'} ({args.backend})"
+            else f"{args.model or _shipped_name(args)} ({args.backend})"
         )
     )
     streamer = Streamer(processor, sample_rate=rate, channels=1, **streamer_options(args))
