@@ -30,13 +30,15 @@ START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 LABELS = {
     "noisy": "noisy input",
     "passthrough": "passthrough (engine, identity)",
-    "rtdenoise-onnx": "**rtdenoise** (ONNX Runtime)",
-    "rtdenoise-onnx-narrowband": "rtdenoise --narrowband (ONNX Runtime)",
-    "rtdenoise-onnx-48k": "rtdenoise (ONNX, engine at 48 kHz)",
-    "rtdenoise-onnx-low": "**rtdenoise low-latency** (ONNX Runtime)",
-    "rtdenoise-onnx-low-48k": "rtdenoise low-latency (ONNX, engine at 48 kHz)",
-    "rtdenoise-torchscript": "rtdenoise (TorchScript)",
-    "rtdenoise-torch": "rtdenoise (torch eager)",
+    # rtdenoise-onnx* are the standard-framing model (default.*), -low* the low-latency one
+    # (lowlat.*), the default of every command since issue #12; the system names stay
+    "rtdenoise-onnx": "**rtdenoise** standard (ONNX Runtime)",
+    "rtdenoise-onnx-narrowband": "rtdenoise standard --narrowband (ONNX Runtime)",
+    "rtdenoise-onnx-48k": "rtdenoise standard (ONNX, engine at 48 kHz)",
+    "rtdenoise-onnx-low": "**rtdenoise low-latency (default)** (ONNX Runtime)",
+    "rtdenoise-onnx-low-48k": "rtdenoise low-latency (default; ONNX, engine at 48 kHz)",
+    "rtdenoise-torchscript": "rtdenoise standard (TorchScript)",
+    "rtdenoise-torch": "rtdenoise standard (torch eager)",
     "rnnoise": "RNNoise",
     "dfn3": "DeepFilterNet3",
     "dfn3-12db": "DeepFilterNet3, 12 dB limit",
@@ -58,8 +60,8 @@ HEADLINE = (
 WIDEBAND = "wideband16k"
 WIDEBAND_SYSTEMS = ("rtdenoise-onnx-narrowband", "rtdenoise-onnx", "rnnoise", "dfn3", "noisy")
 WIDEBAND_LABELS = {
-    "rtdenoise-onnx": "**rtdenoise** full band (default)",
-    "rtdenoise-onnx-narrowband": "rtdenoise `--narrowband`",
+    "rtdenoise-onnx": "**rtdenoise** standard, full band (the default band)",
+    "rtdenoise-onnx-narrowband": "rtdenoise standard `--narrowband`",
 }
 COLORS = {
     "noisy": "0.55",
@@ -551,6 +553,10 @@ def render(res: dict, images: dict[str, str]) -> str:
         f"CPU {tim.get('cpu')}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- Data: {subset_note(res)}.",
+        '- Models: rows named "standard" are the standard-framing model '
+        "(`rtdenoise/models/default.onnx`, `--latency-mode standard`, 64.75 ms); rows named "
+        '"low-latency (default)" the low-latency model (`lowlat.onnx`, 15.4 ms), the default '
+        "of every command and of the Python API.",
     ]
     if missing:
         lines += ["", "**Missing systems** (could not be built in this run):", ""]

@@ -6,7 +6,8 @@
   out, 10 ms chunks, K = 4 and 8 (target at 48 kHz: RTF <= 0.05);
 * the ``seed`` preset: one 260 x 260 window (offline), for the record.
 
-The model is the shipped ``rtdenoise/models/default.onnx`` family when present, else a random
+The model is the shipped default, the ``rtdenoise/models/lowlat.onnx`` family (the same network
+and cost as the standard ``default.onnx``), when present, else a random
 ``rt`` model of the default config (same architecture, same cost) exported to a temp dir.
 Timer: ``time.process_time`` (CPU time). Run::
 
