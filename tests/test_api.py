@@ -116,10 +116,12 @@ def test_process_with_out_allocates_nothing() -> None:
 
 
 def test_latency_and_repr() -> None:
-    d = rtdenoise.Denoiser(8000)
-    assert d.latency_samples == 611 and d.latency_ms == pytest.approx(76.375)  # 518 + 3 * 31
-    assert rtdenoise.Denoiser(8000, block_frames=1).latency_samples == 518
-    assert "latency_samples=611" in repr(d)
+    d = rtdenoise.Denoiser(8000)  # the low-latency model: 123 + 3 * 31
+    assert d.latency_samples == 216 and d.latency_ms == pytest.approx(27.0)
+    assert rtdenoise.Denoiser(8000, block_frames=1).latency_samples == 123
+    assert "latency_samples=216" in repr(d)
+    std = rtdenoise.Denoiser(8000, latency_mode="standard")  # 518 + 3 * 31
+    assert std.latency_samples == 611 and std.latency_ms == pytest.approx(76.375)
     assert rtdenoise.denoise(np.zeros(0, np.float32), 8000).shape == (0,)
 
 
@@ -138,6 +140,13 @@ def test_latency_and_repr() -> None:
         (lambda: rtdenoise.Denoiser(8000, block_frames=17), "block_frames must be an integer"),
         (lambda: rtdenoise.Denoiser(8000, backend="tf"), "backend must be one of onnx"),
         (lambda: rtdenoise.Denoiser(8000, model="nope.onnx"), "model file not found: nope.onnx"),
+        (lambda: rtdenoise.Denoiser(8000, latency_mode="fast"), "latency_mode must be 'low' or"),
+        (
+            lambda: rtdenoise.Denoiser(
+                8000, latency_mode="low", model=ROOT / "rtdenoise/models/lowlat.onnx"
+            ),
+            "latency_mode picks a shipped model",
+        ),
         (lambda: rtdenoise.Denoiser(8000).process(np.zeros((9, 2))), r"expected \[n, 1\]"),
         (lambda: rtdenoise.Denoiser(8000).process(np.zeros(9, np.uint8)), "int16 or int32"),
         (

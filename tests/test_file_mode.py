@@ -227,7 +227,8 @@ def test_help_describes_the_shipped_model(capsys: pytest.CaptureFixture[str]) ->
         cli.main(["file", "--help"])
     text = capsys.readouterr().out
     assert exc.value.code == 0
-    assert "default.onnx" in text and "MODEL_CARD" in text and "-15 dB" in text
+    assert "lowlat.onnx" in text and "MODEL_CARD" in text and "-20 dB" in text
+    assert "--latency-mode standard" in text and "default.onnx" in text  # the other model
     assert "until a trained model ships" not in text.lower()
 
 
@@ -238,7 +239,7 @@ def test_default_model_fallback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A broken install without the model file falls back to identity, with a warning."""
-    monkeypatch.setattr(file_mode, "DEFAULT_MODEL", tmp_path / "default.onnx")
+    monkeypatch.setattr(file_mode, "DEFAULT_MODEL", tmp_path / "lowlat.onnx")
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, speechband(3000, 8000), 8000)
     code, _ = run_cli([str(src), str(dst)], capsys)
@@ -439,7 +440,7 @@ def test_build_processor_default_and_model(
     assert (p.wet, p.atten_lim_db) == (0.5, 12.0)
     monkeypatch.setattr(file_mode, "DEFAULT_MODEL", model)  # a shipped model becomes the default
     assert file_mode.build_processor(backend="onnx") is not None
-    assert fake_backends[-1] == ("onnx", None)
+    assert fake_backends[-1] == ("onnx", str(model))
     # --block-frames reaches the backend (live mode defaults to 1), and is range-checked
     file_mode.build_processor(block_frames=1)
     assert sys.modules["rtdenoise.backends"].blocks[-1] == 1
@@ -462,30 +463,74 @@ def test_model_options_reach_the_mask(
     assert_allclose(y, x * (0.5 * 10 ** (-6 / 20) + 0.5), atol=1e-5)
 
 
+def test_every_entry_point_defaults_to_the_low_latency_model() -> None:
+    """Issue #12: the low-latency model is the only default. File mode, eval, live, the Python
+    API (streams and ``denoise()``) and the ONNX backend each load ``lowlat.*`` unless told
+    (its framing: 123 samples of window latency; its limit: 20 dB, from ``lowlat.json``), and
+    ``--latency-mode standard`` / ``latency_mode="standard"`` still pick ``default.*``."""
+    import json
+
+    import rtdenoise
+    from rtdenoise.backends import DEFAULT_LATENCY_MODE, load_backend, shipped_model
+
+    low_meta = json.loads((ROOT / "rtdenoise/models/lowlat.json").read_text())
+    std_meta = json.loads((ROOT / "rtdenoise/models/default.json").read_text())
+    assert DEFAULT_LATENCY_MODE == "low" and shipped_model().name == "lowlat.onnx"
+    assert file_mode.DEFAULT_MODEL == ROOT / "rtdenoise/models/lowlat.onnx"
+    assert low_meta["stft"]["latency_samples"] == 123 and low_meta["atten_lim_db"] == 20.0
+
+    def framing(proc) -> tuple:
+        return (proc.backend.meta["stft"], proc.stft.latency_samples, proc.atten_lim_db)
+
+    low = (low_meta["stft"], 123, 20.0)
+    std = (std_meta["stft"], 518, 15.0)
+    argv = {
+        "file": ["file", "in.wav", "out.wav"],
+        "eval": ["eval", "--pairs", "pairs.csv"],
+        "live": ["live", "--input", "x", "--output", "y"],
+    }
+    for command, args in argv.items():
+        parsed = cli.build_parser(command).parse_args(args)
+        assert framing(file_mode.processor_from_args(parsed)) == low, command
+        parsed = cli.build_parser(command).parse_args([*args, "--latency-mode", "standard"])
+        assert framing(file_mode.processor_from_args(parsed)) == std, command
+    for whole in (False, True):  # a stream, and denoise()'s whole-signal Denoiser
+        d = rtdenoise.Denoiser(8000, _whole_signals=whole)
+        assert framing(d._streamer.processor) == low
+        d = rtdenoise.Denoiser(8000, latency_mode="standard", _whole_signals=whole)
+        assert framing(d._streamer.processor) == std
+    x = (0.1 * np.random.default_rng(3).standard_normal(2000)).astype(np.float32)
+    picked = rtdenoise.Denoiser(8000, latency_mode="low", _whole_signals=True).denoise(x)
+    assert_allclose(rtdenoise.denoise(x, 8000), picked, rtol=0, atol=0)
+    assert load_backend("onnx").meta["stft"] == low_meta["stft"]
+
+
 def test_latency_mode_picks_the_shipped_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--latency-mode low runs the shipped low-latency model on its own framing (123-sample
-    window latency); standard the design's; live mode defaults to low; with --model it is
-    refused in one line."""
+    window latency), the default; standard the design's; with --model it is refused in one
+    line."""
     from rtdenoise.cli import build_parser
 
     low = file_mode.build_processor(latency_mode="low")
     std = file_mode.build_processor(latency_mode="standard")
     assert (low.stft.synthesis_len, low.stft.latency_samples) == (124, 123)
-    assert std.stft.synthesis_len == 0 and file_mode.build_processor().stft == std.stft
+    assert std.stft.synthesis_len == 0 and file_mode.build_processor().stft == low.stft
     live = build_parser("live").parse_args(["live", "--input", "x", "--output", "y"])
     assert file_mode.processor_from_args(live).stft == low.stft
     x = speechband(8000, 16000)
     src = tmp_path / "in.wav"
     sf.write(src, x, 16000, subtype="FLOAT")
     outs = {}
-    for mode in ("low", "standard"):
-        code, _ = run_cli(["--latency-mode", mode, str(src), str(tmp_path / f"{mode}.wav")], capsys)
+    for mode in ("low", "standard", None):
+        flags = [] if mode is None else ["--latency-mode", mode]
+        code, _ = run_cli([*flags, str(src), str(tmp_path / f"{mode}.wav")], capsys)
         assert code == 0
         outs[mode], _ = sf.read(tmp_path / f"{mode}.wav", dtype="float32")
     assert outs["low"].shape == outs["standard"].shape == x.shape[:1]
     assert np.abs(outs["low"] - outs["standard"]).max() > 1e-3  # another model ran
+    assert_allclose(outs[None], outs["low"], rtol=0, atol=0)  # the default is the low one
     code, err = run_cli(
         [
             "--latency-mode",

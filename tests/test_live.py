@@ -24,7 +24,8 @@ from tests.audio_server import SINK_RATE, LiveRun, add_noise, playrec_command, s
 
 #: silence before the clip: the recorder's own start-up glitches are over before it arrives
 LEAD_S = 1.5
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "rtdenoise" / "models" / "default.onnx"
+#: the model live mode runs by default (the low-latency one, as every entry point)
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "rtdenoise" / "models" / "lowlat.onnx"
 
 
 def test_portaudio_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,7 +217,7 @@ def test_duration_stops_by_itself(audio_server: object) -> None:
 
 @pytest.mark.live
 @pytest.mark.slow
-@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model yet (default.onnx)")
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model yet (lowlat.onnx)")
 def test_model_end_to_end_improves_si_sdr(audio_server: object, tmp_path: Path) -> None:
     sr = SINK_RATE
     clean = speech_like(sr, 4.0, seed=3)

@@ -43,7 +43,7 @@ def _live(server: object, name: str, *args: str) -> LiveRun:
 
 @pytest.mark.live
 @pytest.mark.slow
-@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model (default.onnx)")
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model (lowlat.onnx)")
 def test_a_recorder_on_the_virtual_mic_gets_denoised_speech(
     audio_server: object, tmp_path: Path
 ) -> None:
