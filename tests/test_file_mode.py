@@ -483,7 +483,7 @@ def test_every_entry_point_defaults_to_the_low_latency_model() -> None:
         return (proc.backend.meta["stft"], proc.stft.latency_samples, proc.atten_lim_db)
 
     low = (low_meta["stft"], 123, 20.0)
-    std = (std_meta["stft"], 518, 15.0)
+    std = (std_meta["stft"], 518, std_meta["atten_lim_db"])
     argv = {
         "file": ["file", "in.wav", "out.wav"],
         "eval": ["eval", "--pairs", "pairs.csv"],

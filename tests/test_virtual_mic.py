@@ -60,6 +60,9 @@ def test_a_recorder_on_the_virtual_mic_gets_denoised_speech(
         raw = tmp_path / "rec.f32"
         try:
             live.wait_started(timeout=90)
+            # the server has just loaded the virtual mic's modules: let the streams settle
+            # (in the full suite the first seconds could bring realigns that shift the recording)
+            time.sleep(3.0)
             with open(raw, "wb") as f:
                 rec = subprocess.Popen(
                     ["parec", "-d", "rtdtest_mic", "--raw", "--format=float32le",
