@@ -81,7 +81,7 @@ class Denoiser:
         narrowband: bool = False,
         _whole_signals: bool = False,
     ) -> None:
-        from .file_mode import FILE_BLOCK_FRAMES, MODEL_BLOCK_FRAMES, build_processor
+        from .file_mode import FILE_BLOCK_FRAMES, build_processor, model_block_frames
         from .streamer import Streamer
 
         self.sample_rate = _positive_int("sample_rate", sample_rate)
@@ -89,9 +89,9 @@ class Denoiser:
         backend = _check_options(model, atten_lim_db, wet, backend, block_frames, latency_mode)
         # whole signals only (``denoise()``): as ``rtdenoise file``, the cheapest block size
         # with the output of the model's own (the latency is removed anyway)
-        align = None
-        if _whole_signals and block_frames is None:
-            block_frames, align = FILE_BLOCK_FRAMES, MODEL_BLOCK_FRAMES
+        align = _whole_signals and block_frames is None
+        if align:
+            block_frames = FILE_BLOCK_FRAMES
         try:
             processor = build_processor(
                 passthrough=bool(passthrough),
@@ -104,15 +104,12 @@ class Denoiser:
             )
         except UserError as exc:  # e.g. a model file that does not load: one clear line
             raise ValueError(str(exc)) from None
-        if align is not None and processor is not None:
-            meta = getattr(getattr(processor, "backend", None), "meta", None) or {}
-            align = int(meta.get("block_frames", align))
         self._streamer = Streamer(
             processor,
             self.sample_rate,
             self.channels,
             full_band=not narrowband,
-            align_block_frames=align if processor is not None else None,
+            align_block_frames=model_block_frames(processor) if align and processor else None,
         )
         self._scratch = np.zeros(0, np.float32)  # dtype conversion of non-float32 chunks
 

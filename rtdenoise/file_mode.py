@@ -199,9 +199,15 @@ def streamer_options(args: argparse.Namespace, processor: Any = None) -> dict[st
     model's own block size, see ``Streamer``'s ``align_block_frames``)."""
     options: dict[str, Any] = {"full_band": not getattr(args, "narrowband", False)}
     if getattr(args, "block_frames", None) is None and processor is not None:
-        meta = getattr(getattr(processor, "backend", None), "meta", None) or {}
-        options["align_block_frames"] = int(meta.get("block_frames", MODEL_BLOCK_FRAMES))
+        options["align_block_frames"] = model_block_frames(processor)
     return options
+
+
+def model_block_frames(processor: Any) -> int:
+    """The block size the processor's model was exported for (its metadata's, else 4): the
+    one whose output files and ``denoise()`` reproduce at FILE_BLOCK_FRAMES."""
+    meta = getattr(getattr(processor, "backend", None), "meta", None) or {}
+    return int(meta.get("block_frames", MODEL_BLOCK_FRAMES))
 
 
 def build_processor(

@@ -65,15 +65,19 @@ def _streams() -> tuple[LiveStreams, object]:
     return streams, engine
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """live_streams' monotonic clock, set by the test: ``clock[0] += seconds``."""
+    now = [100.0]
+    monkeypatch.setattr(live_streams.time, "monotonic", lambda: now[0])
+    return now
+
+
 def _grown(latency: float) -> float:
     return min(MAX_DEVICE_LATENCY_S, max(MIN_GROWN_LATENCY_S, 2 * latency))
 
 
-def test_repeated_output_xruns_reopen_the_output_with_twice_the_buffer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [100.0]
-    monkeypatch.setattr(live_streams.time, "monotonic", lambda: clock[0])
+def test_repeated_output_xruns_reopen_the_output_with_twice_the_buffer(clock: list[float]) -> None:
     streams, engine = _streams()
     first_in, first_out = streams.streams
 
@@ -111,11 +115,7 @@ def test_repeated_input_overflows_reopen_the_input() -> None:
     assert "input stream" in said and streams.grown == [1, 0]
 
 
-def test_a_calm_grown_stream_shrinks_back_step_by_step_and_backs_off(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [100.0]
-    monkeypatch.setattr(live_streams.time, "monotonic", lambda: clock[0])
+def test_a_calm_grown_stream_shrinks_back_step_by_step_and_backs_off(clock: list[float]) -> None:
     streams, engine = _streams()
 
     def wait(seconds: float) -> str | None:  # the main loop checks every 50 ms
@@ -163,13 +163,9 @@ def test_a_calm_grown_stream_shrinks_back_step_by_step_and_backs_off(
     assert streams.streams[0].latency == pytest.approx(0.015)  # the input was never touched
 
 
-def test_a_busy_start_goes_back_to_the_latency_asked_for_once_calm(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_busy_start_goes_back_to_the_latency_asked_for_once_calm(clock: list[float]) -> None:
     """Opened with the busy machine's buffers, each stream goes back to the calm latency
     after SHRINK_AFTER_S without an xrun (as if it had grown from there), not before."""
-    clock = [100.0]
-    monkeypatch.setattr(live_streams.time, "monotonic", lambda: clock[0])
     engine = make_engine()
     devs = (Device(1, "in", "ALSA", 1, 8000.0), Device(2, "out", "ALSA", 1, 8000.0))
     busy = (BUSY_LATENCY_S, BUSY_LATENCY_S)

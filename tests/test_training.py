@@ -485,7 +485,7 @@ def test_selection_score_follows_train_select():
     ]
     m = {"pesq": 2.0, "stoi": 0.8, "si_sdr": 10.0, "nsr": -9.0}
     tr = T.Trainer.__new__(T.Trainer)
-    tr.t_cfg = {"select": "pesq + 0.1*si_sdr + 5*stoi"}
+    tr.select = T.parse_select("pesq + 0.1*si_sdr + 5*stoi")
     assert tr.selection_score(m) == pytest.approx(2.0 + 1.0 + 4.0)
     for bad in ("pesq+0.1*sisdr", "pesq+x*stoi"):
         with pytest.raises(UserError, match="train.select"):

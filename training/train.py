@@ -227,7 +227,8 @@ class Trainer:
         self.stop_step = stop_step
         self.t_cfg = cfg["train"]
         self.o_cfg = cfg["optim"]
-        parse_select(str(self.t_cfg["select"]))  # a bad expression fails now, not at validation
+        # a bad expression fails now, not at the first validation
+        self.select = parse_select(str(self.t_cfg["select"]))
         self.seed = int(cfg["seed"])
         self.ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
         if self.ddp:
@@ -501,7 +502,7 @@ class Trainer:
 
     def selection_score(self, m: dict[str, float]) -> float:
         """``train.select``, a weighted sum of validation metrics (``pesq+0.1*si_sdr+5*stoi``)."""
-        return sum(w * m[k] for w, k in parse_select(str(self.t_cfg["select"])))
+        return sum(w * m[k] for w, k in self.select)
 
     # ------------------------------------------------------------------ loop
 
