@@ -17,7 +17,8 @@ time divided by RNNoise's time in the same round, so the shared machine's drift 
   - ``file-low``: ``rtdenoise file --latency-mode low`` (the low-latency model, the default);
   - ``live``: ``rtdenoise live`` (the low-latency model, one frame per model call, one STFT hop
     of device samples per ``feed``, as live mode's worker calls it);
-  - ``live-standard``: ``rtdenoise live --latency-mode standard``.
+  - ``live-standard``: ``rtdenoise live --latency-mode standard``;
+  - with ``--model PATH``, also ``file-model`` and ``live-model``: the same with ``--model PATH``.
 
 Audio: the noisy half of ``../shared/data/wideband16k`` (real content above 4 kHz), resampled to
 48 kHz once, before timing; synthetic noise if the set is missing.
@@ -26,7 +27,7 @@ Audio: the noisy half of ``../shared/data/wideband16k`` (real content above 4 kH
 split, STFT, model, mask, overlap-add, the rest), timed with per-call CPU timers; the timers
 themselves cost ~0.5 us per call, so the breakdown is approximate for small calls. Usage::
 
-    python -m benchmarks.cost48k [--seconds 20] [--rounds 7] [--stages] [--json PATH]
+    python -m benchmarks.cost48k [--seconds 20] [--rounds 7] [--stages] [--json PATH] [--model M]
 """
 
 from __future__ import annotations
@@ -251,7 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     p.add_argument("--stages", action="store_true", help="also a per-stage breakdown")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="also time this exported model (ONNX) in file and live mode: setups "
+        "'file-model' and 'live-model' (e.g. a candidate architecture before it ships)",
+    )
     args = p.parse_args(argv)
+    if args.model is not None:
+        if not args.model.is_file():
+            p.error(f"no such model: {args.model}")
+        for mode, extra in (("file", ["in.wav", "out.wav"]), ("live", [])):
+            SETUPS[f"{mode}-model"] = [mode, "--model", str(args.model), *extra]
+            args.setups.append(f"{mode}-model")
 
     x = load_audio(args.seconds)
     dur = len(x) / RATE

@@ -9,6 +9,10 @@ between calls. ``block_frames`` is the K the model was exported for (default 4: 
 123 + 3 * 31 samples = 27 ms at 8 kHz for the low-latency model, 518 + 3 * 31 = 76 ms for the
 standard one) and ``lookahead_frames`` its lookahead.
 
+With a coarse frame rate (``frame_stride`` R > 1) the ONNX backend answers one-frame calls that
+fall between network frames without running the graph (``held_frames``), so live mode's
+one-frame calls cost one graph run in R.
+
 The ONNX backend imports no torch. It runs with one intra-op thread by default and binds
 preallocated inputs and outputs (states ping-pong between two buffer sets), so nothing is
 allocated per call once a block size has been seen. The returned mask is a view of a buffer
@@ -26,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import UserError
+from .held_frames import HeldFrames
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,12 @@ class OnnxBackend:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.block_frames = int(block_frames or self.meta.get("block_frames", DEFAULT_BLOCK_FRAMES))
         self.lookahead_frames = int(self.meta.get("lookahead_frames", 0))
+        #: one-frame calls between network frames, without the graph (frame_stride > 1)
+        self.held = (
+            HeldFrames(self.meta, self.state_names, self.n_freqs)
+            if HeldFrames.applies(self.meta, self.state_names)
+            else None
+        )
         self.channels = 0
         self.reset(1)
 
@@ -147,6 +158,10 @@ class OnnxBackend:
         k = spec_ri.shape[1]
         bound = self._bound.get(k)
         spec, mask, bindings = bound if bound is not None else self._bind(k)
+        if k == 1 and self.held is not None and self.held.due(self._states[self._cur]):
+            # the graph would discard its network frame: the held output, state in place
+            self.held.step(spec_ri, self._states[self._cur], mask)
+            return mask
         np.copyto(spec, spec_ri)
         self.session.run_with_iobinding(bindings[self._cur])
         self._cur = 1 - self._cur

@@ -132,8 +132,18 @@ def metadata(
         "state_names": names,
         "state_shapes": shapes,  # per stream, without the leading batch (channels) axis
         "model_config": model.cfg.to_dict(),
+        # the normalisation of the features, for runtimes that compute some frames without
+        # the graph (``held_frames``: a coarse frame rate's in-between one-frame calls)
+        **({"features": _feature_stats(model)} if model.cfg.frame_stride > 1 else {}),
         "complexity": model_complexity(model.cfg),
         "opset": OPSET,
+    }
+
+
+def _feature_stats(model: DenoiserNet) -> dict[str, list[float]]:
+    return {
+        "mean": [float(v) for v in model.feat_mean.detach().cpu()],
+        "std": [float(v) for v in model.feat_std.detach().cpu()],
     }
 
 
