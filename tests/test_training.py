@@ -474,6 +474,19 @@ def test_standard_framing_twin_differs_from_the_low_latency_run_only_in_framing(
     assert low == std
 
 
+def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
+    """rt_cheap_stoi.json (the long run of the cheap network) trains the network of the `cheap`
+    arm of the architecture ablation (rt_cheap.json) on the recipe the ablations kept: the
+    mixing of rt_low.json, the asymmetric term and the STOI term."""
+    cfgs = Path(T.__file__).parent / "configs"
+    run = json.loads((cfgs / "rt_cheap_stoi.json").read_text())
+    arm = json.loads((cfgs / "rt_cheap.json").read_text())
+    low = json.loads((cfgs / "rt_low.json").read_text())
+    assert run["model"] == arm["model"]
+    assert run["data"] == low["data"]
+    assert run["loss"] == {**low["loss"], "w_stoi": 0.3}
+
+
 def test_selection_score_follows_train_select():
     """train.select weighs the validation metrics that choose best.pt; a typo is refused."""
     from rtdenoise.errors import UserError
