@@ -485,6 +485,11 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert run["model"] == arm["model"]
     assert run["data"] == low["data"]
     assert run["loss"] == {**low["loss"], "w_stoi": 0.3}
+    # the next CPU stage and the GPU recipe train the same network from the shipped weights
+    for name in ("rt_cheap_next.json", "gpu.json"):
+        nxt = json.loads((cfgs / name).read_text())
+        assert nxt["model"] == run["model"] and nxt["loss"] == run["loss"]
+        assert nxt["train"]["init"] == "rtdenoise/models/lowlat.pt"
 
 
 def test_selection_score_follows_train_select():
