@@ -16,11 +16,20 @@ system-deps:
 	  fi; \
 	else echo "no apt-get: install PortAudio and PulseAudio with your package manager"; fi
 
+# numba caches its compiled kernels beside the installed modules; pip's uninstall (when one
+# install replaces the other) leaves them, and the bare folder would then shadow the editable
+# install as a namespace package: remove a leftover rtdenoise folder without __init__.py.
+STALE = $(PY) -c "import pathlib, shutil, sysconfig; \
+	d = pathlib.Path(sysconfig.get_paths()['purelib'], 'rtdenoise'); \
+	d.is_dir() and not (d / '__init__.py').exists() and shutil.rmtree(d)"
+
 install-runtime: system-deps
 	$(PIP) install -q .
+	@$(STALE)
 
 install-test: system-deps
 	$(PIP) install -q -e '.[test]'
+	@$(STALE)
 
 # Denoise the bundled example clip with the shipped default model (ONNX Runtime, no torch).
 demo: install-runtime
