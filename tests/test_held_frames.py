@@ -10,6 +10,7 @@ import torch
 from rtdenoise.backends import load_backend
 from rtdenoise.export import export_all
 from rtdenoise.model import save_checkpoint
+from tests.test_backends import _run
 from tests.test_export import COARSE, TINY, trained_tiny
 
 torch.set_num_threads(1)
@@ -39,16 +40,6 @@ def _spec(c: int, t: int, seed: int) -> np.ndarray:
     x = rng.standard_normal((c, t, COARSE.n_freqs, 2)) * 0.05
     x[:, :, 100:] *= 10.0 ** rng.uniform(-3, 0, (c, t, 1, 1))  # loud and quiet frames
     return x.astype(np.float32)
-
-
-def _run(backend, x: np.ndarray, sizes: list[int]) -> np.ndarray:
-    backend.reset(x.shape[0])
-    out, t = [], 0
-    for k in sizes:
-        out.append(backend.step(x[:, t : t + k]).copy())
-        t += k
-    assert t == x.shape[1]
-    return np.concatenate(out, axis=1)
 
 
 def test_one_frame_calls_run_the_graph_once_in_stride_and_match_it(coarse):
