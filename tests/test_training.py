@@ -324,6 +324,31 @@ def test_asymmetric_loss_weighs_removed_speech_more_than_residual_noise():
     torch.testing.assert_close(ratio, torch.tensor(3.0), rtol=1e-4, atol=0)
 
 
+def test_speech_norm_weighs_every_snr_alike_and_bounds_speech_free_examples():
+    """loss.norm='speech': the same relative error on the speech costs the same whatever noise
+    the mixture had ('noisy' divides by the mixture and so discounts low-SNR examples); a
+    speech-free example's loss stays finite through the floor."""
+    from training.losses import LossConfig, spectral_loss
+
+    torch.manual_seed(0)
+    ref = torch.randn(1, 20, 260, 2)
+    est = 0.7 * ref
+    quiet, loud = 0.1 * torch.randn_like(ref), 3.0 * torch.randn_like(ref)
+    by_noisy = LossConfig(w_cplx=0.0)
+    by_speech = LossConfig(w_cplx=0.0, norm="speech", norm_floor=0.0)
+    a, b = (spectral_loss(est, ref, by_speech, ref + n) for n in (quiet, loud))
+    torch.testing.assert_close(a, b)
+    a, b = (spectral_loss(est, ref, by_noisy, ref + n) for n in (quiet, loud))
+    assert float(b) < 0.7 * float(a)
+    silent = torch.zeros_like(ref)
+    floored = LossConfig(norm="speech", norm_floor=0.1)
+    loss = spectral_loss(0.1 * loud, silent, floored, loud)
+    # residual noise at -20 dB: (0.1^0.6) / 0.1 = 2.5, not the 1e8 of an unfloored target norm
+    assert torch.isfinite(loss) and 2.0 < float(loss) < 3.0
+    with pytest.raises(ValueError, match="loss.norm"):
+        LossConfig(norm="clean")
+
+
 def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
     """train.init from a checkpoint with fewer bottleneck dilations: the new residual layers
     start as the identity, so the grown model computes exactly what the checkpoint did."""

@@ -31,6 +31,16 @@ class LossConfig:
     w_vq: float = 1.0
     #: weight of ``stoi_loss`` (0: off)
     w_stoi: float = 0.0
+    #: what ``spectral_loss`` divides each example by: 'noisy' = the mixture's compressed power
+    #: (low-SNR examples, whose mixture is mostly noise, weigh less); 'speech' = the target's,
+    #: plus ``norm_floor`` x the mixture's so that speech-free examples stay bounded (every SNR
+    #: weighs the same relative to its speech)
+    norm: str = "noisy"
+    norm_floor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("noisy", "speech"):
+            raise ValueError(f"loss.norm must be 'noisy' or 'speech', got {self.norm!r}")
 
 
 def _mag(spec: torch.Tensor) -> torch.Tensor:
@@ -40,14 +50,20 @@ def _mag(spec: torch.Tensor) -> torch.Tensor:
 def spectral_loss(
     est: torch.Tensor, ref: torch.Tensor, cfg: LossConfig, noisy: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """est, ref, noisy: [B, T, F, 2] -> scalar. Normalised per example by the compressed power
-    mean(|X|^(2c)) of the noisy input (of ``ref`` if not given): level-independent, and bounded
-    for speech-free examples whose target is silence."""
+    """est, ref, noisy: [B, T, F, 2] -> scalar. Normalised per example by a compressed power
+    mean(|X|^(2c)) (``cfg.norm``: the noisy input's, or the target's plus a floor of the noisy
+    input's; ``ref`` alone if ``noisy`` is not given): level-independent, and bounded for
+    speech-free examples whose target is silence."""
     c = cfg.compress
     m_est, m_ref = _mag(est), _mag(ref)
     cm_est, cm_ref = m_est**c, m_ref**c
-    norm_src = cm_ref if noisy is None else _mag(noisy) ** c
-    norm = (norm_src**2).mean(dim=(1, 2)) + 1e-8  # [B]
+    p_ref = (cm_ref**2).mean(dim=(1, 2))  # [B]
+    if noisy is None:
+        norm = p_ref
+    else:
+        p_noisy = (_mag(noisy) ** (2 * c)).mean(dim=(1, 2))
+        norm = p_noisy if cfg.norm == "noisy" else p_ref + cfg.norm_floor * p_noisy
+    norm = norm + 1e-8
     l_mag = ((cm_est - cm_ref) ** 2).mean(dim=(1, 2))
     l_under = (torch.relu(cm_ref - cm_est) ** 2).mean(dim=(1, 2)) if cfg.w_under > 0 else 0.0
     c_est = est * (cm_est / m_est).unsqueeze(-1)
