@@ -476,6 +476,10 @@ def test_ablation_runs_arms_from_one_start_and_continues(tmp_path, monkeypatch, 
     }
     md = (tmp_path / "abl" / "ablation.md").read_text().splitlines()
     assert len(md) == 4 and "| ref |" in md[2] and "±" in md[3]
+    assert "STOI <= 0 dB" in md[0] and arm["snr"] == [0.0, 5.0]  # the pairs.csv SNRs
+    # the low-SNR column keeps the pairs aligned and ignores those above 0 dB
+    arm = {**arm, "stoi": [0.5, 0.9], "snr": [-5.0, 10.0]}
+    assert "| 0.5000 | ref |" in A.table({"a": arm, "b": {**arm, "stoi": [0.5, 0.1]}}, {})
 
     def no_training(*a, **k):
         raise AssertionError("a finished arm was trained again")

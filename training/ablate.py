@@ -71,7 +71,12 @@ def run_arm(
     assert trainer.val_set is not None
     rows = [metrics.score(c, trainer.enhance(n), max_lag=0) for _, _, c, n in trainer.val_set]
     res: dict = {k: [float(r[k]) for r in rows] for k in KEYS}
-    res.update(steps=trainer.step, train_minutes=minutes, pairs=[p for p, *_ in trainer.val_set])
+    res.update(
+        steps=trainer.step,
+        train_minutes=minutes,
+        pairs=[p for p, *_ in trainer.val_set],
+        snr=[float(s) for _, s, *_ in trainer.val_set],
+    )
     done.write_text(json.dumps(res))
     return res
 
@@ -85,13 +90,24 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(d.size))
 
 
+#: the low-SNR column: pairs mixed at or below this SNR (where STOI is lost)
+LOW_SNR_DB = 0.0
+
+
+def _low(r: dict) -> list[float]:
+    """STOI of the arm's pairs at or below LOW_SNR_DB (NaN elsewhere, so pairs stay aligned)."""
+    pairs = zip(r["stoi"], r["snr"], strict=True)
+    return [s if snr <= LOW_SNR_DB else float("nan") for s, snr in pairs]
+
+
 def table(results: dict[str, dict], notes: dict[str, str]) -> str:
     names = list(results)
     ref = results[names[0]]
+    low = all("snr" in r for r in results.values())  # rows written before the SNR was kept
     lines = [
         "| arm | change | steps | train min | PESQ-nb | STOI | SI-SDR (dB) | "
-        "dPESQ | dSTOI | dSI-SDR |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "dPESQ | dSTOI | dSI-SDR |" + (" STOI <= 0 dB | dSTOI <= 0 dB |" if low else ""),
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|" if low else ""),
     ]
     for n in names:
         r = results[n]
@@ -104,6 +120,12 @@ def table(results: dict[str, dict], notes: dict[str, str]) -> str:
             for k, fmt in zip(KEYS, fmts, strict=True):
                 m, h = paired(ref[k], r[k])
                 deltas.append(fmt.format(m, h))
+        if low:
+            lo = _low(r)
+            deltas.append(f"{float(np.nanmean(lo)):.4f}")
+            deltas.append(
+                "ref" if n == names[0] else "{:+.4f} ± {:.4f}".format(*paired(_low(ref), lo))
+            )
         lines.append(
             f"| {n} | {notes.get(n, '')} | {r['steps']} | {r['train_minutes']:.1f} | "
             f"{means[0]:.3f} | {means[1]:.4f} | {means[2]:.2f} | " + " | ".join(deltas) + " |"
