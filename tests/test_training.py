@@ -163,10 +163,13 @@ def test_tiny_run_reduces_loss_and_validates(tmp_path, model_kind):
 
 def test_resume_gives_exactly_the_same_next_steps(tmp_path, model_kind):
     """A run stopped at a step (--stop-step: schedule of the whole run, the weights of that
-    step written) and resumed ends exactly where the uninterrupted run does."""
+    step written) and resumed ends exactly where the uninterrupted run does; a run that
+    completes its schedule writes its last step's weights."""
     data = _make_data(tmp_path / "data")
     full = T.Trainer(_cfg(data, 6), tmp_path / "full")
     full.run()
+    # a completed schedule leaves its last step's weights as a model checkpoint
+    assert sorted(p.name for p in (tmp_path / "full").glob("step*.pt")) == ["step6.pt"]
     part = T.Trainer(_cfg(data, 6), tmp_path / "part", stop_step=3)
     part.run()
     assert part.step == 3 and (tmp_path / "part" / "step3.pt").exists()

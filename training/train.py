@@ -11,7 +11,8 @@ One command for the default model and for users' own data:
   STOI-style band-envelope correlation term (``training.losses``);
 - AdamW, linear warmup + cosine decay, gradient clipping, AMP (bf16) on CUDA;
 - validation every ``train.val_every`` steps on a fixed subset of ``val/pairs.csv``
-  (PESQ-nb, STOI, SI-SDR, NSR) with best-checkpoint selection (``best.pt``);
+  (PESQ-nb, STOI, SI-SDR, NSR) with best-checkpoint selection (``best.pt``); the last step's
+  weights as ``stepN.pt`` when the schedule (or ``--stop-step N``) ends;
 - exact resume from ``DIR/last.pt`` (model, optimizer, scheduler, RNG; the data position is the
   step counter because every batch is a pure function of ``(seed, step, rank)``);
 - ``train.csv``/``val.csv`` logs and a tqdm bar; ``--max-minutes`` stops cleanly on a budget;
@@ -575,8 +576,9 @@ class Trainer:
         bar.close()
         self._stream = None  # shuts the data workers down
         self.save_last()
-        if self.is_main and self.stop_step is not None and self.step == self.stop_step:
-            # the weights at exactly this step, as a model checkpoint (export, compare)
+        if self.is_main and self.step in (self.stop_step, total):
+            # the weights at exactly this step (--stop-step, or the schedule's last), as a model
+            # checkpoint (export, compare): best.pt is chosen on 100 pairs, the last step may win
             save_best(
                 self.out / f"step{self.step}.pt", self.model, step=self.step, train_config=self.cfg
             )
@@ -620,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="stop at step N (the schedule still spans train.steps) and write OUT/stepN.pt: "
-        "the weights at that step, to compare runs at equal steps",
+        "the weights at that step, to compare runs at equal steps (a run that completes "
+        "its schedule writes OUT/stepN.pt for its last step too)",
     )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4")
     args = p.parse_args(argv)
