@@ -522,6 +522,12 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
         nxt = json.loads((cfgs / name).read_text())
         assert nxt["model"] == run["model"] and nxt["loss"] == run["loss"]
         assert nxt["train"]["init"] == "rtdenoise/models/lowlat.pt"
+    # the low-SNR stage: the same network from the shipped weights, the two changes that the
+    # low-SNR ablation found to raise STOI at <= 0 dB, nothing else
+    lows = json.loads((cfgs / "rt_cheap_lowsnr.json").read_text())
+    assert lows["model"] == run["model"] and lows["train"]["init"] == "rtdenoise/models/lowlat.pt"
+    assert lows["loss"] == {**run["loss"], "w_stoi": 1.0}
+    assert lows["data"] == {**run["data"], "mix": {**run["data"]["mix"], "snr_db": [-10, 15]}}
 
 
 def test_selection_score_follows_train_select():
