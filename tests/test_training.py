@@ -517,14 +517,21 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert run["model"] == arm["model"]
     assert run["data"] == low["data"]
     assert run["loss"] == {**low["loss"], "w_stoi": 0.3}
-    # the next CPU stage and the GPU recipe train the same network from the shipped weights
-    for name in ("rt_cheap_next.json", "gpu.json"):
-        nxt = json.loads((cfgs / name).read_text())
-        assert nxt["model"] == run["model"] and nxt["loss"] == run["loss"]
-        assert nxt["train"]["init"] == "rtdenoise/models/lowlat.pt"
+    # the next CPU stage trains the same network from the shipped weights
+    nxt = json.loads((cfgs / "rt_cheap_next.json").read_text())
+    assert nxt["model"] == run["model"] and nxt["loss"] == run["loss"]
+    assert nxt["train"]["init"] == "rtdenoise/models/lowlat.pt"
     # the low-SNR stage: the same network from the shipped weights, the two changes that the
     # low-SNR ablation found to raise STOI at <= 0 dB, nothing else
     lows = json.loads((cfgs / "rt_cheap_lowsnr.json").read_text())
+    nxt = json.loads((cfgs / "rt_cheap_lowsnr_next.json").read_text())
+    assert {**nxt, "seed": 8, "optim": lows["optim"]} == lows  # its next stage: seed and lr only
+    # the GPU recipe trains the shipped network from its weights on the shipped recipe
+    gpu = json.loads((cfgs / "gpu.json").read_text())
+    assert gpu["model"] == lows["model"] and gpu["loss"] == lows["loss"]
+    assert (
+        gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
+    )
     assert lows["model"] == run["model"] and lows["train"]["init"] == "rtdenoise/models/lowlat.pt"
     assert lows["loss"] == {**run["loss"], "w_stoi": 1.0}
     assert lows["data"] == {**run["data"], "mix": {**run["data"]["mix"], "snr_db": [-10, 15]}}
