@@ -129,11 +129,16 @@ def test_unsupported_sample_rate(audio_server: object) -> None:
     assert "sample rate" in line and "1000000 Hz" in line
 
 
-def _align(ref: np.ndarray, rec: np.ndarray, max_lag: int) -> np.ndarray:
-    """rec shifted so that it lines up with ref (cross-correlation peak), cut to len(ref)."""
+def _lag(ref: np.ndarray, rec: np.ndarray, max_lag: int) -> int:
+    """Where ref starts in rec (cross-correlation peak), at most max_lag samples in."""
     n = len(ref) + len(rec)
     corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(ref, n)), n)
-    lag = int(np.argmax(corr[:max_lag]))
+    return int(np.argmax(corr[:max_lag]))
+
+
+def _align(ref: np.ndarray, rec: np.ndarray, max_lag: int) -> np.ndarray:
+    """rec shifted so that it lines up with ref (cross-correlation peak), cut to len(ref)."""
+    lag = _lag(ref, rec, max_lag)
     out = rec[lag : lag + len(ref)]
     assert len(out) == len(ref), f"recording too short for lag {lag}"
     return out
