@@ -64,8 +64,9 @@ def run_arm(
     if trainer.step < int(cfg["train"]["steps"]):  # stopped early (signal): no row yet
         raise KeyboardInterrupt
     minutes = (time.monotonic() - t0) / 60
-    # the arm's weights as a model checkpoint (``rtdenoise export``, ``benchmarks.compare``)
-    T.save_best(out / "final.pt", trainer.model, step=trainer.step, train_config=cfg)
+    # the arm's weights as a model checkpoint (``rtdenoise export``, ``benchmarks.compare``):
+    # the trainer wrote them as stepN.pt at the schedule's end
+    (out / f"step{trainer.step}.pt").replace(out / "final.pt")
     trainer.t_cfg["val_pairs"] = val_pairs
     trainer._load_val()
     assert trainer.val_set is not None
