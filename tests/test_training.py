@@ -535,6 +535,12 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert lows["model"] == run["model"] and lows["train"]["init"] == "rtdenoise/models/lowlat.pt"
     assert lows["loss"] == {**run["loss"], "w_stoi": 1.0}
     assert lows["data"] == {**run["data"], "mix": {**run["data"]["mix"], "snr_db": [-10, 15]}}
+    # the widened stage: the shipped recipe on the shipped network widened by training.widen
+    wide = json.loads((cfgs / "rt_wide.json").read_text())
+    assert wide["loss"] == lows["loss"] and wide["data"] == lows["data"]
+    assert {**wide["model"], "widths": lows["model"]["widths"]} == lows["model"]
+    pairs = zip(wide["model"]["widths"], lows["model"]["widths"], strict=True)
+    assert all(a > b for a, b in pairs)
 
 
 def test_selection_score_follows_train_select():
