@@ -7,25 +7,14 @@ import pytest
 import torch
 
 from rtdenoise.errors import UserError
-from rtdenoise.model import DenoiserNet, load_checkpoint, preset_config, save_checkpoint
+from rtdenoise.model import DenoiserNet, load_checkpoint, save_checkpoint
+from tests.test_model import TINY
 from training import widen as W
 
 torch.set_num_threads(1)
 
 #: the shipped network's layout, small: coarse grid, bands, affine head, SE on every stage
-CHEAP = preset_config(
-    "rt",
-    n_freqs=33,
-    widths=(4, 6, 8),
-    bottleneck_dilations=(1, 2),
-    context_frames=12,
-    codebook_size=16,
-    code_dim=8,
-    frame_stride=4,
-    band_split=21,
-    band_width=3,
-    mask_head="affine",
-)
+CHEAP = dataclasses.replace(TINY, frame_stride=4, band_split=21, band_width=3, mask_head="affine")
 
 
 def _spec(b: int, t: int, seed: int = 1) -> torch.Tensor:
