@@ -526,17 +526,22 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     lows = json.loads((cfgs / "rt_cheap_lowsnr.json").read_text())
     nxt = json.loads((cfgs / "rt_cheap_lowsnr_next.json").read_text())
     assert {**nxt, "seed": 8, "optim": lows["optim"]} == lows  # its next stage: seed and lr only
-    # the GPU recipe trains the shipped network from its weights on the shipped recipe
+    # the GPU recipe trains the shipped (widened) network from its weights on the shipped recipe
     gpu = json.loads((cfgs / "gpu.json").read_text())
-    assert gpu["model"] == lows["model"] and gpu["loss"] == lows["loss"]
+    wide = json.loads((cfgs / "rt_wide.json").read_text())
+    assert gpu["model"] == wide["model"] and gpu["loss"] == lows["loss"]
     assert (
         gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
     )
     assert lows["model"] == run["model"] and lows["train"]["init"] == "rtdenoise/models/lowlat.pt"
     assert lows["loss"] == {**run["loss"], "w_stoi": 1.0}
     assert lows["data"] == {**run["data"], "mix": {**run["data"]["mix"], "snr_db": [-10, 15]}}
-    # the widened stage: the shipped recipe on the shipped network widened by training.widen
-    wide = json.loads((cfgs / "rt_wide.json").read_text())
+    # the widened stage: the shipped recipe on the shipped network widened by training.widen;
+    # its next stage continues from the shipped (widened) weights: seed, lr and init only
+    nxt = json.loads((cfgs / "rt_wide_next.json").read_text())
+    assert {**nxt, "seed": 10, "optim": wide["optim"], "train": wide["train"]} == wide
+    assert {**nxt["train"], "init": wide["train"]["init"]} == wide["train"]
+    assert nxt["train"]["init"] == "rtdenoise/models/lowlat.pt"
     assert wide["loss"] == lows["loss"] and wide["data"] == lows["data"]
     assert {**wide["model"], "widths": lows["model"]["widths"]} == lows["model"]
     pairs = zip(wide["model"]["widths"], lows["model"]["widths"], strict=True)
