@@ -38,10 +38,6 @@ def _grow_map(old: int, new: int, gen: torch.Generator) -> torch.Tensor:
     return torch.cat([torch.arange(old), extra])
 
 
-def _copy_out(t: torch.Tensor, g: torch.Tensor, dim: int) -> torch.Tensor:
-    return t.index_select(dim, g)
-
-
 def _split_in(t: torch.Tensor, g: torch.Tensor, dim: int, jitter: float, gen: torch.Generator):
     """Read the widened channels ``g`` along ``dim``: each old channel's weight is shared among
     its copies by random fractions (per weight) that sum to one."""
@@ -64,7 +60,7 @@ def widen(model: DenoiserNet, widths: list[int], jitter: float = 0.3, seed: int 
     wide = DenoiserNet(new_cfg)
     gen = torch.Generator().manual_seed(seed)
     old_sd = model.state_dict()
-    sd = {k: v.clone() for k, v in old_sd.items()}
+    sd = dict(old_sd)  # unchanged: feature statistics, VQ, input and head layouts
     old, new = model.net, wide.net
     n = len(cfg.widths)
 
@@ -82,28 +78,25 @@ def widen(model: DenoiserNet, widths: list[int], jitter: float = 0.3, seed: int 
             off += s
         return torch.cat(out)
 
-    def put(key: str, t: torch.Tensor) -> None:
-        sd[key] = t
-
     def norm(prefix: str, g: torch.Tensor) -> None:
         for k in ("weight", "bias", "running_mean", "running_var"):
-            put(f"{prefix}.{k}", _copy_out(old_sd[f"{prefix}.{k}"], g, 0))
+            sd[f"{prefix}.{k}"] = old_sd[f"{prefix}.{k}"].index_select(0, g)
 
     def conv(key: str, g_out, g_in, transposed: bool = False) -> None:
         t = old_sd[key]
         od, idim = (1, 0) if transposed else (0, 1)
         if g_out is not None:
-            t = _copy_out(t, g_out, od)
+            t = t.index_select(od, g_out)
         if g_in is not None:
             t = _split_in(t, g_in, idim, jitter, gen)
-        put(key, t)
+        sd[key] = t
 
     def se(prefix: str, old_se, new_se, g: torch.Tensor) -> None:
         h = _grow_map(old_se.fc1.out_channels, new_se.fc1.out_channels, gen)
         conv(f"{prefix}.fc1.weight", h, g)
-        put(f"{prefix}.fc1.bias", _copy_out(old_sd[f"{prefix}.fc1.bias"], h, 0))
+        sd[f"{prefix}.fc1.bias"] = old_sd[f"{prefix}.fc1.bias"].index_select(0, h)
         conv(f"{prefix}.fc2.weight", g, h)
-        put(f"{prefix}.fc2.bias", _copy_out(old_sd[f"{prefix}.fc2.bias"], g, 0))
+        sd[f"{prefix}.fc2.bias"] = old_sd[f"{prefix}.fc2.bias"].index_select(0, g)
 
     for i in range(n):
         p = f"net.enc.{i}"
