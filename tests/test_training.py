@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
+from rtdenoise.checkpoint import read_checkpoint
 from training import train as T
 
 torch.set_num_threads(1)
@@ -564,3 +565,32 @@ def test_selection_score_follows_train_select():
     for bad in ("pesq+0.1*sisdr", "pesq+x*stoi"):
         with pytest.raises(UserError, match="train.select"):
             T.parse_select(bad)
+
+
+def test_weight_averaging_snapshots_the_tail_and_validates_the_mean(tmp_path):
+    """train.snapshot_every: the weights every N steps from average_from x steps on; at the
+    schedule's end avg.pt holds their mean (the VQ codebook from the last), validated; a run
+    split over two sessions averages the same snapshots into the same weights."""
+    data = _make_data(tmp_path / "data")
+    cfg = _cfg(data, 8, snapshot_every=2, average_from=0.5, val_every=8)
+    T.Trainer(cfg, tmp_path / "full").run()
+    run = tmp_path / "full"
+    names = sorted(p.name for p in (run / "snaps").iterdir())
+    assert names == ["step4.pt", "step6.pt", "step8.pt"]  # none before step 4, no temp files
+    snaps = [read_checkpoint(run / "snaps" / n)["state_dict"] for n in names]
+    avg = read_checkpoint(run / "avg.pt")
+    assert avg["extra"]["averaged_steps"] == [4, 6, 8]
+    sd = avg["state_dict"]
+    w = "net.enc.0.conv.block.conv.weight"
+    torch.testing.assert_close(sd[w], sum(s[w] for s in snaps) / 3)
+    assert not torch.equal(sd[w], snaps[-1][w])
+    assert torch.equal(sd["net.vq.codebook"], snaps[-1]["net.vq.codebook"])
+    rows = (run / "val.csv").read_text().splitlines()
+    assert rows[-2].startswith("8,") and rows[-1].startswith("avg,")
+    assert avg["extra"]["val"]["pesq"] == pytest.approx(float(rows[-1].split(",")[1]))
+    T.Trainer(cfg, tmp_path / "part", stop_step=5).run()
+    assert not (tmp_path / "part" / "avg.pt").exists()  # the schedule has not ended
+    T.Trainer(cfg, tmp_path / "part").run()
+    split = read_checkpoint(tmp_path / "part" / "avg.pt")["state_dict"]
+    for k, v in sd.items():
+        assert torch.equal(v, split[k]), k

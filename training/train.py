@@ -13,6 +13,10 @@ One command for the default model and for users' own data:
 - validation every ``train.val_every`` steps on a fixed subset of ``val/pairs.csv``
   (PESQ-nb, STOI, SI-SDR, NSR) with best-checkpoint selection (``best.pt``); the last step's
   weights as ``stepN.pt`` when the schedule (or ``--stop-step N``) ends;
+- weight averaging (``train.snapshot_every`` > 0): from ``train.average_from`` x the schedule's
+  steps on, the weights every ``snapshot_every`` steps go to ``snaps/stepN.pt``; when the
+  schedule ends, their mean (``training.average``) is written as ``avg.pt`` and validated
+  (``val.csv`` row ``avg``);
 - exact resume from ``DIR/last.pt`` (model, optimizer, scheduler, RNG; the data position is the
   step counter because every batch is a pure function of ``(seed, step, rank)``);
 - ``train.csv``/``val.csv`` logs and a tqdm bar; ``--max-minutes`` stops cleanly on a budget;
@@ -44,6 +48,7 @@ from rtdenoise.checkpoint import read_checkpoint
 from rtdenoise.errors import UserError
 from rtdenoise.evaluate import mix_pair, read_pairs
 
+from .average import average_states
 from .data import DATA_ROOT_VAR, MixConfig, MixtureSampler, data_root, resolve_path
 from .losses import LossConfig, si_sdr_loss, spectral_loss, stoi_loss, third_octave_matrix
 from .pack import load_shards
@@ -82,6 +87,8 @@ DEFAULTS: dict[str, Any] = {
         "stats_examples": 64,
         "threads": 0,  # 0 = torch default
         "select": "pesq+0.1*si_sdr",
+        "snapshot_every": 0,  # 0 = no snapshots, no avg.pt
+        "average_from": 0.75,  # fraction of train.steps from which snapshots are taken
     },
 }
 
@@ -474,21 +481,23 @@ class Trainer:
             self.val_set.append((pairs[i].name, pairs[i].snr_db, clean, noisy))
 
     @torch.no_grad()
-    def enhance(self, noisy: np.ndarray) -> np.ndarray:
+    def enhance(self, noisy: np.ndarray, model: torch.nn.Module | None = None) -> np.ndarray:
         """Offline forward of one utterance: noisy [n] -> enhanced [n] (float32)."""
-        self.model.eval()
+        model = self.model if model is None else model
+        model.eval()
         x = torch.from_numpy(noisy)[None].to(self.device)
         spec = self.stft.stft(x)
-        mask = self.model(spec)[0].float()
+        mask = model(spec)[0].float()
         return self.stft.istft(spec * mask.unsqueeze(-1), x.shape[-1])[0].cpu().numpy()
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Validation metrics of ``model`` (default: the one in training)."""
         if self.val_set is None:
             self._load_val()
         assert self.val_set is not None
         rows = []
         for _, _, clean, noisy in self.val_set:
-            rows.append(metrics.score(clean, self.enhance(noisy), max_lag=0))
+            rows.append(metrics.score(clean, self.enhance(noisy, model), max_lag=0))
         keys = ("pesq", "stoi", "si_sdr", "nsr")
         return {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
 
@@ -564,6 +573,7 @@ class Trainer:
                 self._validate_and_select()
             if self.step % int(self.t_cfg["ckpt_every"]) == 0:
                 self.save_last()
+            self._snapshot()
             if self.max_minutes is not None and (time.monotonic() - t0) / 60 > self.max_minutes:
                 log.warning(
                     "time budget of %.1f min reached at step %d", self.max_minutes, self.step
@@ -582,9 +592,51 @@ class Trainer:
             save_best(
                 self.out / f"step{self.step}.pt", self.model, step=self.step, train_config=self.cfg
             )
+            if self.step == total:
+                self._write_average()
         if self.ddp:
             dist.barrier()
         return last_stats
+
+    # ------------------------------------------------------------------ weight averaging
+
+    def _average_from(self) -> int:
+        return math.ceil(float(self.t_cfg["average_from"]) * int(self.t_cfg["steps"]))
+
+    def _snapshots(self) -> list[Path]:
+        """``snaps/stepN.pt`` from ``average_from`` on, oldest first (those of a resumed run
+        included: snapshots are files, so a run spread over sessions averages them all)."""
+        first = self._average_from()
+        steps = [(int(p.stem[4:]), p) for p in (self.out / "snaps").glob("step*.pt")]
+        return [p for n, p in sorted(steps) if n >= first]
+
+    def _snapshot(self) -> None:
+        every = int(self.t_cfg["snapshot_every"])
+        if self.is_main and every > 0 and self.step % every == 0:
+            if self.step >= self._average_from():
+                (self.out / "snaps").mkdir(exist_ok=True)
+                tmp = self.out / "snaps" / f"step{self.step}.pt.tmp"
+                save_best(tmp, self.model, step=self.step)
+                os.replace(tmp, tmp.with_suffix(""))
+
+    def _write_average(self) -> None:
+        """``avg.pt``: the mean of the snapshots (at least two), validated if validation is on."""
+        snaps = self._snapshots()
+        if int(self.t_cfg["snapshot_every"]) <= 0 or len(snaps) < 2:
+            return
+        states = [read_checkpoint(p, self.device)["state_dict"] for p in snaps]
+        avg = copy.deepcopy(self.model)
+        avg.load_state_dict(average_states(states))
+        steps = [int(p.stem[4:]) for p in snaps]
+        extra: dict[str, Any] = {"step": self.step, "averaged_steps": steps}
+        if int(self.t_cfg["val_every"]) > 0:
+            m = self.validate(avg)
+            extra["val"] = m
+            self._append_csv(
+                "val.csv", {"step": "avg", **m, "score": self.selection_score(m), "best": ""}
+            )
+            log.info("average of steps %s: val %s", steps, m)
+        save_best(self.out / "avg.pt", avg, train_config=self.cfg, **extra)
 
     def _validate_and_select(self) -> None:
         if self.is_main:
