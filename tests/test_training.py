@@ -543,6 +543,12 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert {**nxt, "seed": 10, "optim": wide["optim"], "train": wide["train"]} == wide
     assert {**nxt["train"], "init": wide["train"]["init"]} == wide["train"]
     assert nxt["train"]["init"] == "rtdenoise/models/lowlat.pt"
+    # the cycle after it: the same from the then shipped weights, shorter, a lower peak lr
+    cyc = json.loads((cfgs / "rt_wide_cycle.json").read_text())
+    assert {**cyc, "seed": 11, "optim": nxt["optim"], "train": nxt["train"]} == nxt
+    assert {**cyc["optim"], "lr": nxt["optim"]["lr"]} == nxt["optim"]
+    assert cyc["train"] == {**nxt["train"], "steps": 12000}
+    assert cyc["optim"]["lr"] < nxt["optim"]["lr"]
     assert wide["loss"] == lows["loss"] and wide["data"] == lows["data"]
     assert {**wide["model"], "widths": lows["model"]["widths"]} == lows["model"]
     pairs = zip(wide["model"]["widths"], lows["model"]["widths"], strict=True)
