@@ -603,12 +603,12 @@ class Trainer:
     def _average_from(self) -> int:
         return math.ceil(float(self.t_cfg["average_from"]) * int(self.t_cfg["steps"]))
 
-    def _snapshots(self) -> list[Path]:
-        """``snaps/stepN.pt`` from ``average_from`` on, oldest first (those of a resumed run
+    def _snapshots(self) -> list[tuple[int, Path]]:
+        """(N, ``snaps/stepN.pt``) from ``average_from`` on, oldest first (those of a resumed run
         included: snapshots are files, so a run spread over sessions averages them all)."""
         first = self._average_from()
         steps = [(int(p.stem[4:]), p) for p in (self.out / "snaps").glob("step*.pt")]
-        return [p for n, p in sorted(steps) if n >= first]
+        return [(n, p) for n, p in sorted(steps) if n >= first]
 
     def _snapshot(self) -> None:
         every = int(self.t_cfg["snapshot_every"])
@@ -624,10 +624,10 @@ class Trainer:
         snaps = self._snapshots()
         if int(self.t_cfg["snapshot_every"]) <= 0 or len(snaps) < 2:
             return
-        states = [read_checkpoint(p, self.device)["state_dict"] for p in snaps]
+        states = [read_checkpoint(p, self.device)["state_dict"] for _, p in snaps]
         avg = copy.deepcopy(self.model)
         avg.load_state_dict(average_states(states))
-        steps = [int(p.stem[4:]) for p in snaps]
+        steps = [n for n, _ in snaps]
         extra: dict[str, Any] = {"step": self.step, "averaged_steps": steps}
         if int(self.t_cfg["val_every"]) > 0:
             m = self.validate(avg)
