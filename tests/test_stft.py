@@ -168,3 +168,12 @@ def test_push_limits():
     an.push(np.zeros((1, an.max_push), np.float32))
     with pytest.raises(ValueError):
         an.pop(an.available + 1)
+
+
+def test_one_frame_pops_equal_batched_pops():
+    """Streaming's one-frame pops (one transform, not a SIMD batch of 4) give the batch's
+    frames."""
+    x = _rng(9).standard_normal((2, 3000)).astype(np.float32)
+    one, _ = _stream(x, _chunks_of(31, 3000), channels=2, batch=1)
+    many, _ = _stream(x, [3000], channels=2, batch=64)
+    np.testing.assert_allclose(one, many[:, : one.shape[1]], rtol=0, atol=1e-7)
