@@ -11,6 +11,8 @@ writes, in DIR:
 - ``NAME.json``: metadata (STFT framing, default block, lookahead, state names and shapes, model
   config, complexity); the same JSON is embedded in the ONNX file (``rtdenoise`` property).
 - ``NAME.pt``: the checkpoint (weights + config only), for the ``torch`` backend.
+- ``NAME.npz``: the folded weights for runtimes that compute the step without the graph
+  (``network_frame``: live mode's one-frame calls), loaded with numpy alone.
 
 BatchNorm layers are folded into the preceding convs before export (inference only). After
 writing, the ONNX file is checked against the eager model with ONNX Runtime over a few steps.
@@ -133,8 +135,9 @@ def metadata(
         "state_shapes": shapes,  # per stream, without the leading batch (channels) axis
         "model_config": model.cfg.to_dict(),
         # the normalisation of the features, for runtimes that compute some frames without
-        # the graph (``held_frames``: a coarse frame rate's in-between one-frame calls)
-        **({"features": _feature_stats(model)} if model.cfg.frame_stride > 1 else {}),
+        # the graph (``held_frames``: a coarse frame rate's in-between one-frame calls;
+        # ``network_frame``: the one-frame calls that run the network)
+        "features": _feature_stats(model),
         "complexity": model_complexity(model.cfg),
         "opset": OPSET,
     }
@@ -148,6 +151,21 @@ def _feature_stats(model: DenoiserNet) -> dict[str, list[float]]:
 
 
 # ----------------------------------------------------------------------------- exporters
+def write_weights(model: DenoiserNet, path: str | Path) -> Path:
+    """The folded model's tensors (torch layout, ``state_dict`` names) as an ``.npz`` for the
+    torch-free compiled step (``network_frame``); the EMA training buffers are left out."""
+    path = Path(path)
+    arrays = {
+        k: v.detach().cpu().numpy()
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and ".ema_" not in k
+    }
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
 def export_torchscript(model: DenoiserNet, path: str | Path, meta: dict | None = None) -> Path:
     """Script the step of an eval-mode model and save it (metadata as an extra file)."""
     extra = {"metadata.json": json.dumps(meta or {})}
@@ -256,6 +274,7 @@ def export_all(
         "onnx": out / f"{name}.onnx",
         "json": out / f"{name}.json",
         "checkpoint": out / f"{name}.pt",
+        "weights": out / f"{name}.npz",
     }
     t0 = time.perf_counter()
     export_onnx(fused, paths["onnx"], meta)
@@ -263,6 +282,7 @@ def export_all(
     if err > 1e-4:
         raise RuntimeError(f"ONNX export differs from the eager model by {err:.2e}")
     log.info("ONNX: %s (max diff vs eager %.1e)", paths["onnx"], err)
+    write_weights(fused, paths["weights"])
     if torchscript:
         paths["torchscript"] = out / f"{name}.jit.pt"
         export_torchscript(fused, paths["torchscript"], meta)

@@ -30,6 +30,8 @@ assert y.shape == x.shape and y.dtype == np.float32
 cli, _ = sf.read(sys.argv[2], dtype="float32")
 err = float(np.abs(y - cli).max())
 assert err <= 1.5 / 32768, err  # the file output is PCM_16: equal up to its rounding
+from rtdenoise.backends import load_backend
+assert load_backend("onnx").network is not None  # the weights sidecar is in the wheel
 assert "torch" not in sys.modules
 print("api ok", len(x) / sr, "s")
 """
