@@ -236,6 +236,11 @@ class NetworkFrame:
 
 
 # ============================================================================ kernel
+#: sums may be reassociated (vectorised) and multiply-adds fused: only the rounding of float
+#: sums changes (the graph's own kernels sum in their own orders too)
+_SUMS = {"reassoc", "contract", "nsz"}
+
+
 @njit(cache=True, nogil=True)
 def _mat(arena, table, i):
     o, r, c = table[i, 0], table[i, 1], table[i, 2]
@@ -272,7 +277,7 @@ def _causal_conv(prev, prev_off, cur, w, b, col, out, stride, kf, relu):
     _bias_act(out, b, relu)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_SUMS)
 def _squeeze_excite(y, hist, w1, b1, w2, b2, s, h, ctx):
     """y ``[C, F]`` scaled in place by the SE gains of the causal window mean (the history
     plus this frame's channel means over frequency); the history shifts by one."""
@@ -306,7 +311,7 @@ def _squeeze_excite(y, hist, w1, b1, w2, b2, s, h, ctx):
             y[c, f] *= g
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_SUMS)
 def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_of_bin, dims,
                    eps):  # fmt: skip
     n_enc, n_mid, r, kf, kfb = dims[0], dims[1], dims[2], dims[3], dims[4]
