@@ -311,6 +311,15 @@ def _squeeze_excite(y, hist, w1, b1, w2, b2, s, h, ctx):
             y[c, f] *= g
 
 
+@njit(cache=True, nogil=True)
+def _se_from(y, hist, wts, wtab, widx, wp, work, stab, sidx, sp, ctx):
+    """``_squeeze_excite`` with its weights at ``widx[wp : wp + 4]`` (fc1, its bias, fc2, its
+    bias) and its work buffers at ``sidx[sp : sp + 2]``."""
+    _squeeze_excite(y, hist, _mat(wts, wtab, widx[wp]), _mat(wts, wtab, widx[wp + 1]),
+                    _mat(wts, wtab, widx[wp + 2]), _mat(wts, wtab, widx[wp + 3]),
+                    _mat(work, stab, sidx[sp]), _mat(work, stab, sidx[sp + 1]), ctx)  # fmt: skip
+
+
 @njit(cache=True, nogil=True, fastmath=_SUMS)
 def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_of_bin, dims,
                    eps):  # fmt: skip
@@ -353,10 +362,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
             _causal_conv(cache, 0, cur, _mat(wts, wtab, widx[wp]),
                          _mat(wts, wtab, widx[wp + 1])[0], col, y, 2, kf, True)  # fmt: skip
             cache[:, :] = cur
-            _squeeze_excite(y, states[st + 1][b], _mat(wts, wtab, widx[wp + 2]),
-                            _mat(wts, wtab, widx[wp + 3]), _mat(wts, wtab, widx[wp + 4]),
-                            _mat(wts, wtab, widx[wp + 5]), _mat(work, stab, sidx[sp + 2]),
-                            _mat(work, stab, sidx[sp + 3]), ctx)  # fmt: skip
+            _se_from(y, states[st + 1][b], wts, wtab, widx, wp + 2, work, stab, sidx, sp + 2, ctx)
             wp += 6
             sp += 4
             st += 2
@@ -385,10 +391,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
             sp += 2
             st += 1
             cur = y
-        _squeeze_excite(cur, states[st][b], _mat(wts, wtab, widx[wp]),
-                        _mat(wts, wtab, widx[wp + 1]), _mat(wts, wtab, widx[wp + 2]),
-                        _mat(wts, wtab, widx[wp + 3]), _mat(work, stab, sidx[sp]),
-                        _mat(work, stab, sidx[sp + 1]), ctx)  # fmt: skip
+        _se_from(cur, states[st][b], wts, wtab, widx, wp, work, stab, sidx, sp, ctx)
         wp += 4
         sp += 2
         st += 1
@@ -452,10 +455,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
                 for f in range(fo_n):
                     if out[o, f] < 0.0:
                         out[o, f] = 0.0
-            _squeeze_excite(out, states[st][b], _mat(wts, wtab, widx[wp + 2]),
-                            _mat(wts, wtab, widx[wp + 3]), _mat(wts, wtab, widx[wp + 4]),
-                            _mat(wts, wtab, widx[wp + 5]), _mat(work, stab, sidx[sp + 3]),
-                            _mat(work, stab, sidx[sp + 4]), ctx)  # fmt: skip
+            _se_from(out, states[st][b], wts, wtab, widx, wp + 2, work, stab, sidx, sp + 3, ctx)
             wp += 6
             sp += 5
             st += 1
