@@ -82,6 +82,9 @@ PREROLL_S = 0.5
 DEFAULT_LATENCY = (0.005, 0.015)
 #: seconds between status lines
 STATUS_EVERY_S = 5.0
+#: a warm-up longer than this built the compiled kernels (numba, the first run after an
+#: install: ~10 s); live mode says so, since the streams open only after it
+WARM_UP_NOTE_S = 3.0
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled.
 #: Under heavy load PulseAudio's ALSA plugin was seen to recover from an output underrun only
 #: after ~2 s; the realign makes up for that, so only a longer silence ends the run.
@@ -377,7 +380,13 @@ def _run(
     engine = LiveEngine(streamer, cfg)
     engine.callback_abort = sd.CallbackAbort
     engine.use_realtime = True
+    t0 = time.perf_counter()
     _warm_up(streamer, engine.chunk)
+    if time.perf_counter() - t0 > WARM_UP_NOTE_S:  # numba built the kernels: the first run only
+        _say(
+            f"built the engine's compiled kernels in {time.perf_counter() - t0:.0f} s "
+            "(cached: later runs start at once)"
+        )
     # A full collection walks every object (~100 k after importing numba and onnxruntime:
     # 40-80 ms measured) while holding the GIL, so a callback waiting for it misses the 20 ms
     # output deadline. Everything alive now lives as long as the run: freeze it out of the GC.

@@ -24,6 +24,7 @@ buffers are another arena; nothing is allocated per call.
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -202,8 +203,11 @@ class NetworkFrame:
         try:
             with np.load(path) as npz:
                 weights = {k: npz[k] for k in npz.files}
+            mean = np.asarray(meta["features"]["mean"], np.float32)
+            if not np.allclose(weights["feat_mean"], mean, rtol=0, atol=1e-6):
+                raise ValueError("its feature statistics are not the model's")
             return cls(meta, weights, n_freqs)
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             log.warning(
                 "ignoring the weights sidecar %s (%s): the graph computes every frame", path, exc
             )

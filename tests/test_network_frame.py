@@ -127,3 +127,24 @@ def test_the_shipped_models_run_compiled_frames_equal_to_their_graph(mode):
     x = x.astype(np.float32)
     np.testing.assert_allclose(_run(fast, x, [1] * 40), _run(graph, x, [1] * 40), atol=1e-4)
     assert fast.network.calls == 40 // fast.network.stride
+
+
+def test_a_broken_or_foreign_sidecar_falls_back_to_the_graph(exported, tmp_path, caplog):
+    """A truncated sidecar, or one written for another model, is ignored with a warning."""
+    model, paths = exported
+    x = _spec(1, 9, seed=7)
+    want = _run(load_backend("onnx", paths["onnx"]), x, [1] * 9)
+    save_checkpoint(tmp_path / "other.pt", _model(model.cfg, seed=12))  # other statistics
+    other = export_all(tmp_path / "other.pt", tmp_path / "o", torchscript=False)["weights"]
+    for name, data in [("broken", paths["weights"].read_bytes()[:100]),
+                       ("foreign", other.read_bytes())]:  # fmt: skip
+        d = tmp_path / name
+        d.mkdir()
+        for kind in ("onnx", "json"):
+            (d / f"m.{kind}").write_bytes(paths[kind].read_bytes())
+        (d / "m.npz").write_bytes(data)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            b = load_backend("onnx", d / "m.onnx")
+        assert b.network is None and "sidecar" in caplog.text, name
+        np.testing.assert_allclose(_run(b, x, [1] * 9), want, atol=2e-5)
