@@ -209,7 +209,7 @@ class NetworkFrame:
             return cls(meta, weights, n_freqs)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             log.warning(
-                "ignoring the weights sidecar %s (%s): the graph computes every frame", path, exc
+                "ignoring the weights sidecar %s (%s): the graph runs the network", path, exc
             )
             return None
 
