@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from . import devices, virtual_mic
+from . import devices, network_frame, virtual_mic
 from .backends import DEFAULT_LATENCY_MODE
 from .errors import UserError
 from .file_mode import add_processing_arguments, processor_from_args, streamer_options
@@ -82,8 +82,8 @@ PREROLL_S = 0.5
 DEFAULT_LATENCY = (0.005, 0.015)
 #: seconds between status lines
 STATUS_EVERY_S = 5.0
-#: a warm-up longer than this built the compiled kernels (numba, the first run after an
-#: install: ~10 s); live mode says so, since the streams open only after it
+#: a warm-up longer than this that compiled the network-frame kernel (numba, the first run
+#: after an install: ~5-15 s) is announced, since the streams open only after it
 WARM_UP_NOTE_S = 3.0
 #: a stream that delivers nothing for this long (and at least 5 device latencies) has stalled.
 #: Under heavy load PulseAudio's ALSA plugin was seen to recover from an output underrun only
@@ -382,7 +382,7 @@ def _run(
     engine.use_realtime = True
     t0 = time.perf_counter()
     _warm_up(streamer, engine.chunk)
-    if time.perf_counter() - t0 > WARM_UP_NOTE_S:  # numba built the kernels: the first run only
+    if time.perf_counter() - t0 > WARM_UP_NOTE_S and network_frame.built_here():
         _say(
             f"built the engine's compiled kernels in {time.perf_counter() - t0:.0f} s "
             "(cached: later runs start at once)"

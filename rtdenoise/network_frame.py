@@ -239,6 +239,12 @@ class NetworkFrame:
         self.calls += 1
 
 
+def built_here() -> bool:
+    """Whether this process compiled the kernel (numba found no usable cache for it)."""
+    stats = getattr(_network_frame, "stats", None)
+    return bool(getattr(stats, "cache_misses", None))
+
+
 # ============================================================================ kernel
 #: sums may be reassociated (vectorised) and multiply-adds fused: only the rounding of float
 #: sums changes (the graph's own kernels sum in their own orders too)
