@@ -553,6 +553,13 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert {**wide["model"], "widths": lows["model"]["widths"]} == lows["model"]
     pairs = zip(wide["model"]["widths"], lows["model"]["widths"], strict=True)
     assert all(a > b for a, b in pairs)
+    # the second widening: the widened stage's recipe on the shipped weights widened again
+    wide2 = json.loads((cfgs / "rt_wide2.json").read_text())
+    assert {**wide2, "seed": wide["seed"], "model": wide["model"], "train": wide["train"]} == wide
+    assert {**wide2["model"], "widths": wide["model"]["widths"]} == wide["model"]
+    assert {**wide2["train"], "init": wide["train"]["init"]} == wide["train"]
+    pairs = zip(wide2["model"]["widths"], wide["model"]["widths"], strict=True)
+    assert all(a >= b for a, b in pairs) and wide2["model"]["widths"] != wide["model"]["widths"]
 
 
 def test_selection_score_follows_train_select():
