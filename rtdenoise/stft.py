@@ -540,7 +540,8 @@ class StftSynthesizer:
             partial_irfft_matrix(nps, self._seg0) if seg <= PARTIAL_IRFFT_MAX * nps else None
         )
         self._spec_ri = self._spec.view(np.float32)  # [C, lanes, 2 * n_freqs]
-        self._xs_seg = np.zeros((channels, max_frames, seg), np.float32)
+        n_seg = min(max_frames, PARTIAL_IRFFT_FRAMES) if self._partial is not None else 0
+        self._xs_seg = np.zeros((channels, n_seg, seg), np.float32)
         self.reset()
 
     def reset(self) -> None:
