@@ -41,6 +41,8 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from .frame_dft import partial_irfft_matrix, split_rdft_plan, split_rdft_scratch, window_rdft
+
 log = logging.getLogger(__name__)
 
 #: scipy's threshold below which the overlap-add normalisation is treated as 1
@@ -372,9 +374,9 @@ class StftAnalyzer:
     any number of the :attr:`available` frames (at most ``max_frames`` per call).
 
     Frames are windowed and transformed in batches (the FFT over whole SIMD lanes of 4
-    frames), except a one-frame pop (streaming's hop-by-hop calls): one transform, not 4.
-    (A matrix product with the window folded in, 15 us against the 519-point FFT's 25, was
-    measured slower in live mode: its 1 MB matrix evicts the rest of the engine from cache.)
+    frames), except a one-frame pop (streaming's hop-by-hop calls): one transform, not 4, by
+    the split DFT of :mod:`.frame_dft` where the frame length suits it (519 = 3 x 173: ~7 us
+    against pocketfft's ~25 us for a lone frame), else pocketfft.
     """
 
     def __init__(self, cfg: StftConfig, channels: int = 1, max_frames: int = 64) -> None:
@@ -394,6 +396,9 @@ class StftAnalyzer:
         # rows past the frames of a call are padding for the FFT's SIMD lanes (contents unused)
         self._windowed = np.zeros((channels, _lanes(max_frames), nps), np.float32)
         self._spec = np.zeros((channels, _lanes(max_frames), cfg.n_freqs), np.complex64)
+        #: one-frame pops: the split DFT (see :mod:`.frame_dft`), where the length suits it
+        self._split = split_rdft_plan(nps)
+        self._split_work = split_rdft_scratch(self._split) if self._split else None
         self.reset()
 
     def reset(self) -> None:
@@ -432,6 +437,13 @@ class StftAnalyzer:
         """
         if m > self.available or m > self.max_frames:
             raise ValueError(f"cannot pop {m} frames ({self.available} available)")
+        if m == 1 and self._split is not None:
+            mat, tw = self._split
+            wq, y = self._split_work
+            window_rdft(self._buf, self._r, self._win, mat, tw, wq, y, self._spec[:, 0])
+            self._r += self._hop
+            self.frames_out += 1
+            return self._spec[:, :1]
         _window_frames(self._buf, self._r, self._hop, self._win, self._windowed, m)
         self._r += m * self._hop
         self.frames_out += m
@@ -464,27 +476,6 @@ def _overlap_add(acc, xs, wsyn, hop, inv, out):
             acc[c, t] = acc[c, done + t]
         for t in range(keep, done + keep):
             acc[c, t] = 0.0
-
-
-def partial_irfft_matrix(nperseg: int, start: int) -> np.ndarray:
-    """float32 ``[2 * n_freqs, nperseg - start]``: the real and imaginary parts of a
-    one-sided spectrum (interleaved, as complex64 viewed as float32) times this matrix are
-    samples ``start..nperseg-1`` of its ``irfft`` (the imaginary parts of DC and, for an even
-    length, Nyquist are ignored, as ``irfft`` does)."""
-    n_freqs = nperseg // 2 + 1
-    k = np.arange(n_freqs)[:, None]
-    ang = 2.0 * np.pi * k * np.arange(start, nperseg)[None, :] / nperseg
-    c = np.full((n_freqs, 1), 2.0)
-    c[0] = 1.0
-    if nperseg % 2 == 0:
-        c[-1] = 1.0
-    m = np.empty((2 * n_freqs, nperseg - start))
-    m[0::2] = c * np.cos(ang) / nperseg
-    m[1::2] = -c * np.sin(ang) / nperseg
-    m[1] = 0.0
-    if nperseg % 2 == 0:
-        m[-1] = 0.0
-    return m.astype(np.float32)
 
 
 #: a synthesis support at most this fraction of the frame takes the partial inverse (a matrix
@@ -520,9 +511,7 @@ class StftSynthesizer:
         hop, nps, seg = cfg.hop, cfg.nperseg, cfg.seg_len
         self._hop = hop
         self._seg0 = cfg.seg_start  # only the last seg_len samples of a frame are synthesised
-        self._wsyn = (cfg.synthesis_array * cfg.window_array.sum())[self._seg0 :].astype(
-            np.float32
-        )
+        self._wsyn = (cfg.synthesis_array * cfg.window_array.sum())[self._seg0 :].astype(np.float32)
         startup, steady = ola_norm(cfg)
         inv_start = 1.0 / np.where(startup > _NORM_EPS, startup, 1.0)
         inv_steady = 1.0 / np.where(steady > _NORM_EPS, steady, 1.0)

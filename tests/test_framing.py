@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtdenoise.errors import UserError
+from rtdenoise.frame_dft import partial_irfft_matrix
 from rtdenoise.processor import IdentityProcessor
 from rtdenoise.stft import (
     StftConfig,
     StftSynthesizer,
     istft,
     ola_norm,
-    partial_irfft_matrix,
     stft,
 )
 from rtdenoise.streamer import Streamer
