@@ -54,6 +54,7 @@ import numpy as np
 
 from .bandsplit import BandSplit, BandSplitConfig, HighBandGain, gain_floor
 from .errors import UserError
+from .hop_path import HopPath
 from .processor import FrameProcessor, IdentityProcessor
 from .ring import RingBuffer
 from .stft import StftAnalyzer, StftConfig, StftSynthesizer
@@ -182,6 +183,8 @@ class Streamer:
     it depends on the latency, hence on K; the core's latency is padded by fewer than
     ``8000 / gcd(8000, sample_rate)`` samples at 8 kHz (none at 8, 16, 32, 48 kHz) to make the
     same choice as at ``align_block_frames``. The processor's output does not depend on K.
+    compiled_hops: calls of exactly one hop (live mode's) take :mod:`rtdenoise.hop_path`'s
+    compiled path where the set-up allows it (same output and state; False: never).
     """
 
     def __init__(
@@ -194,6 +197,7 @@ class Streamer:
         full_band: bool = True,
         band: BandSplitConfig = BandSplitConfig(),  # noqa: B008 - frozen dataclass
         align_block_frames: int | None = None,
+        compiled_hops: bool = True,
     ) -> None:
         stft = _framing(processor, stft)
         if channels < 1:
@@ -219,6 +223,8 @@ class Streamer:
         else:
             self._latency = self._core.latency
             self.residual_delay = 0.0
+        #: the compiled one-hop path (live mode's calls), where the set-up allows it
+        self._hops = HopPath.build(self) if compiled_hops else None
         self.reset()
         log.debug(
             "streamer: %d Hz x %d ch, K=%d, lookahead=%d, latency %d samples (%.2f ms)",
@@ -324,6 +330,8 @@ class Streamer:
         ``out`` (float32, same shape as ``x``) avoids allocating the result.
         """
         x = np.asarray(x, dtype=np.float32)
+        if self._hops is not None and out is not None and self._hops.feed(x, out):
+            return out
         flat = x.ndim == 1
         if flat and self.channels == 1:
             x2 = x.reshape(-1, 1)
