@@ -213,6 +213,12 @@ class HopPath:
         return True
 
 
+def built_here() -> bool:
+    """Whether this process compiled the path's kernels (numba found no usable cache)."""
+    return any(bool(getattr(getattr(f, "stats", None), "cache_misses", None))
+               for f in (_hop_in, _hop_out))  # fmt: skip
+
+
 # placeholders of the right types for the band split's arguments in narrowband use
 _NO_SOS = np.zeros((1, 6))
 _NO_ZI = np.zeros((1, 1, 2))

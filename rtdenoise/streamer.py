@@ -309,6 +309,12 @@ class Streamer:
         return n + (self._fifo.underflows if self._resampling else 0)
 
     @property
+    def compiled_hop_calls(self) -> int | None:
+        """Calls the compiled one-hop path (:mod:`rtdenoise.hop_path`) has taken since the
+        streamer was built; None where the set-up does not allow it."""
+        return None if self._hops is None else self._hops.calls
+
+    @property
     def full_band(self) -> bool:
         """Whether the band above the model's 4 kHz is passed (gated), not cut."""
         return self._band is not None

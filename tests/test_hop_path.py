@@ -108,3 +108,13 @@ def test_one_hop_calls_allocate_nothing():
     assert s._hops.calls >= calls + 148  # (the analyzer compacts its buffer every ~200 hops)
     grown = sum(d.size_diff for d in after.compare_to(before, "filename") if d.size_diff > 0)
     assert grown < 4096, grown
+
+
+def test_live_warm_up_runs_the_compiled_path():
+    """Live mode's warm-up reaches the steady state, so no kernel compiles mid-stream."""
+    from rtdenoise.live import _warm_up
+
+    s = _engine(48000, True)
+    _warm_up(s, 186)
+    assert s.compiled_hop_calls >= 2
+    assert _engine(44100, True).compiled_hop_calls is None
