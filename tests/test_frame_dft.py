@@ -8,9 +8,7 @@ from rtdenoise.frame_dft import split_rdft_plan, split_rdft_scratch, window_rdft
 from rtdenoise.stft import StftAnalyzer, StftConfig
 
 
-@pytest.mark.parametrize(
-    ("n", "p"), [(519, 3), (74, 2), (123, 3), (215, 5), (371, 7), (8 * 41, 8)]
-)
+@pytest.mark.parametrize(("n", "p"), [(519, 3), (74, 2), (123, 3), (215, 5), (371, 7), (8 * 41, 8)])
 def test_split_dft_equals_the_fft(n, p):
     """Windowed real DFT of one frame per channel, from any offset, into a strided output:
     equal to the float64 FFT to float32 precision, all n // 2 + 1 bins."""

@@ -607,3 +607,20 @@ def test_weight_averaging_snapshots_the_tail_and_validates_the_mean(tmp_path):
     split = read_checkpoint(tmp_path / "part" / "avg.pt")["state_dict"]
     for k, v in sd.items():
         assert torch.equal(v, split[k]), k
+
+
+def test_bf16_autocast_on_the_cpu_trains(tmp_path):
+    """train.bf16_cpu: the network's convs run in bf16 on the CPU, the weights stay fp32, and
+    training still learns."""
+    data = _make_data(tmp_path / "data")
+    tr = T.Trainer(_cfg(data, 100, bf16_cpu=True), tmp_path / "run")
+    seen = set()
+    conv = next(m for m in tr.model.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    before = _fixed_batch_loss(tr)
+    tr.train_step()
+    assert torch.bfloat16 in seen
+    hook.remove()
+    tr.run()
+    assert _fixed_batch_loss(tr) < 0.85 * before
+    assert all(p.dtype == torch.float32 for p in tr.model.parameters())

@@ -9,7 +9,8 @@ One command for the default model and for users' own data:
   training mixtures at start and stored in the model;
 - loss: compressed spectral loss + SI-SDR of the resynthesis + the VQ loss, optionally a
   STOI-style band-envelope correlation term (``training.losses``);
-- AdamW, linear warmup + cosine decay, gradient clipping, AMP (bf16) on CUDA;
+- AdamW, linear warmup + cosine decay, gradient clipping, AMP (bf16) on CUDA (and on the CPU
+  with ``train.bf16_cpu``);
 - validation every ``train.val_every`` steps on a fixed subset of ``val/pairs.csv``
   (PESQ-nb, STOI, SI-SDR, NSR) with best-checkpoint selection (``best.pt``); the last step's
   weights as ``stepN.pt`` when the schedule (or ``--stop-step N``) ends;
@@ -86,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
         "val_pairs": 40,
         "stats_examples": 64,
         "threads": 0,  # 0 = torch default
+        # bf16 autocast of the network on the CPU as on CUDA (where it is always on): convs and
+        # matmuls on AMX / AVX512-BF16 units; the codebook search, losses and STFTs stay fp32
+        "bf16_cpu": False,
         "select": "pesq+0.1*si_sdr",
         "snapshot_every": 0,  # 0 = no snapshots, no avg.pt
         "average_from": 0.75,  # fraction of train.steps from which snapshots are taken
@@ -431,8 +435,8 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         self.net.train()
         nspec, tspec, target, _ = self._batch()
-        amp = self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        amp = self.device.type == "cuda" or bool(self.t_cfg.get("bf16_cpu", False))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             mask, vq_loss, ppl = self.net(nspec)
         mask = mask.float()
         est = nspec * mask.unsqueeze(-1)
