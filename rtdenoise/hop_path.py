@@ -143,67 +143,53 @@ class HopPath:
         out2 = out.reshape(n, 1)
         rs_in, band, g = self.rs_in, self.band, self.gain
         if band is not None:
-            g._block, g._count, rs_in._t = _hop_in(
-                x2, True, g._sos, g._zi, g._t, self._bf, g._acc, g._e_hi, g._block, g._count,
-                band._xbuf, band._t_in,
-                rs_in._buf, rs_in.taps, rs_in.down, rs_in._t, rs_in._streams, rs_in._acc,
-                self._y8, an._buf, w, r, an._win, *an._split, *an._split_work, self._frame[:, 0],
-            )  # fmt: skip
-            g._t += n
-            band._t_in += n
+            meter = (True, g._sos, g._zi, g._t, self._bf, g._acc, g._e_hi, g._block, g._count,
+                     band._xbuf, band._t_in)  # fmt: skip
         else:
-            rs_in._t = _hop_in(
-                x2, False, _NO_SOS, _NO_ZI, 0, _NO_F64, _NO_ACC, _NO_EHI, 0, 0, _NO_BUF, 0,
-                rs_in._buf, rs_in.taps, rs_in.down, rs_in._t, rs_in._streams, rs_in._acc,
-                self._y8, an._buf, w, r, an._win, *an._split, *an._split_work, self._frame[:, 0],
-            )[2]  # fmt: skip
+            meter = _NO_METER
+        block, count, rs_in._t = _hop_in(
+            x2, *meter, rs_in._buf, rs_in.taps, rs_in.down, rs_in._t, rs_in._streams, rs_in._acc,
+            self._y8, an._buf, w, r, an._win, *an._split, *an._split_work, self._frame[:, 0],
+        )  # fmt: skip
         an._w = w + hop
         an._r = r + hop
         an.frames_out += 1
         mask = self.backend.step(self._ri)
         row = min(sy.frames_in, sy._n_start_blocks)
-        rs_out = self.rs_out
-        ring_w = (ring._written % ring.capacity) * ring.channels
-        ring_r = (ring._consumed % ring.capacity) * ring.channels
-        fifo_w = (fifo._written % fifo.capacity) * fifo.channels
-        fifo_r = (fifo._consumed % fifo.capacity) * fifo.channels
         if band is not None:
-            n_in, n_out = g._n_in + 1, g._n_out + 1
-            ready = n_out - g._ahead
+            g._block, g._count = block, count
+            g._t += n
+            band._t_in += n
+            ready = g._n_out + 1 - g._ahead
             f0 = g._n_comb
             f1 = ready if ready > f0 else f0
             up = band._up
-            _hop_out(
-                self._frame, mask, self._gain32, self._proc,
-                self._s_ri, sy._partial, self._xs2, self._xs, sy._acc, sy._wsyn, hop,
-                sy._inv[row * hop :], sy._out,
-                ring._flat, ring_w, ring_r, self._z8,
-                rs_out._buf, rs_out.taps, rs_out._acc, self._w_dev,
-                fifo._flat, fifo_w, fifo_r, out2,
-                True, self._bi, self._bf, g._n_in, g._n_out, g._e_in, g._ratios, f0, f1,
-                g._e_hi, g._noise, g._raw, g.released, g._smooth, g.track,
-                self._y8, band._ybuf, band._p8, self._pack, up._buf, up.taps, up._acc,
-                self._pack_dev, band._fifo, band._written, band._xbuf, band._t_out,
-            )  # fmt: skip
-            g._n_in, g._n_out, g._n_comb = n_in, n_out, f1
+            split = (True, self._bi, self._bf, g._n_in, g._n_out, g._e_in, g._ratios, f0, f1,
+                     g._e_hi, g._noise, g._raw, g.released, g._smooth, g.track,
+                     band._ybuf, band._p8, self._pack, up._buf, up.taps, up._acc,
+                     self._pack_dev, band._fifo, band._written, band._xbuf,
+                     band._t_out)  # fmt: skip
+        else:
+            split = _NO_SPLIT
+        rs_out = self.rs_out
+        _hop_out(
+            self._frame, mask, self._gain32, self._proc,
+            self._s_ri, sy._partial, self._xs2, self._xs, sy._acc, sy._wsyn, hop,
+            sy._inv[row * hop :], sy._out,
+            ring._flat, (ring._written % ring.capacity), (ring._consumed % ring.capacity), self._z8,
+            rs_out._buf, rs_out.taps, rs_out._acc, self._w_dev,
+            fifo._flat, (fifo._written % fifo.capacity), (fifo._consumed % fifo.capacity), out2,
+            self._y8, *split,
+        )  # fmt: skip
+        if band is not None:
+            g._n_in += 1
+            g._n_out += 1
+            g._n_comb = f1
             g.released += hop
             band._p8 += hop
             band._written += n
             band._underflows += max(0, band._t_out + n - band._written)
             band._t_out += n
-        else:
-            _hop_out(
-                self._frame, mask, self._gain32, self._proc,
-                self._s_ri, sy._partial, self._xs2, self._xs, sy._acc, sy._wsyn, hop,
-                sy._inv[row * hop :], sy._out,
-                ring._flat, ring_w, ring_r, self._z8,
-                rs_out._buf, rs_out.taps, rs_out._acc, self._w_dev,
-                fifo._flat, fifo_w, fifo_r, out2,
-                False, _NO_I64, _NO_F64, 0, 0, _NO_EIN, _NO_EIN, 0, 0,
-                _NO_EHI, _NO_ACC, _NO_EHI, 0, _NO_ACC, _NO_BUF,
-                self._y8, _NO_BUF, 0, _NO_BUF, _NO_EHI, _NO_EHI, _NO_ACC32,
-                _NO_BUF, _NO_BUF, 0, _NO_BUF, 0,
-            )  # fmt: skip
         sy.frames_in += 1
         ring._written += hop
         ring._consumed += hop
@@ -219,16 +205,14 @@ def built_here() -> bool:
                for f in (_hop_in, _hop_out))  # fmt: skip
 
 
-# placeholders of the right types for the band split's arguments in narrowband use
-_NO_SOS = np.zeros((1, 6))
-_NO_ZI = np.zeros((1, 1, 2))
-_NO_F64 = np.zeros(10)
-_NO_ACC = np.zeros(1)
-_NO_EHI = np.zeros((1, 1))
-_NO_EIN = np.zeros((1, 1, 2))
-_NO_I64 = np.zeros(5, np.int64)
-_NO_BUF = np.zeros((1, 1), np.float32)
-_NO_ACC32 = np.zeros(1, np.float32)
+# the band split's arguments in narrowband use: placeholders of the right types
+_F64_1, _F64_2 = np.zeros(1), np.zeros((1, 1))
+_F32_1, _F32_2 = np.zeros(1, np.float32), np.zeros((1, 1), np.float32)
+_NO_METER = (False, np.zeros((1, 6)), np.zeros((1, 1, 2)), 0, np.zeros(10), _F64_1, _F64_2, 0, 0,
+             _F32_2, 0)  # fmt: skip
+_NO_SPLIT = (False, np.zeros(5, np.int64), np.zeros(10), 0, 0, np.zeros((1, 1, 2)),
+             np.zeros((1, 1, 2)), 0, 0, _F64_2, _F64_1, _F64_2, 0, _F64_1, _F32_2,
+             _F32_2, 0, _F32_2, _F32_2, _F32_2, _F32_1, _F32_2, _F32_2, 0, _F32_2, 0)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -252,10 +236,10 @@ def _hop_out(frame, mask, g32, proc,
              s_ri, partial, xs2, xs, s_acc, wsyn, hop, inv, s_out,
              ring, ring_w, ring_r, z8,
              o_buf, o_taps, o_acc, w_dev,
-             fifo, fifo_w, fifo_r, out,
+             fifo, fifo_w, fifo_r, out, y8,
              band_on, bi, bf, n_in, n_out, e_in, ratios, f0, f1,
              e_hi, noise, raw, released, smooth, track,
-             y8, ybuf, p8, pack, u_buf, u_taps, u_acc,
+             ybuf, p8, pack, u_buf, u_taps, u_acc,
              pack_dev, b_fifo, b_written, xbuf, t_out):  # fmt: skip  # pragma: no cover
     """Mask, synthesis, latency ring, band-split gain, up-resampler, rate FIFO, high band."""
     _gain_apply(frame, mask, g32[0], g32[1], g32[2], proc)
