@@ -118,3 +118,20 @@ def test_live_warm_up_runs_the_compiled_path():
     _warm_up(s, 186)
     assert s.compiled_hop_calls >= 2
     assert _engine(44100, True).compiled_hop_calls is None
+
+
+def test_cost_breakdown_times_the_compiled_hops():
+    """benchmarks/cost48k.py's stage breakdown of live mode sees the two compiled calls and the
+    model's step between them, and restores what it wrapped."""
+    import rtdenoise.hop_path as hp
+    from benchmarks.cost48k import Engine, stage_breakdown
+
+    engine = Engine("live", ["live"])
+    x = _noisy(24000, 48000)
+    kernels = (hp._hop_in, hp._hop_out)
+    stages = stage_breakdown(engine, x)
+    assert stages["compiled hop: meter, resampler, analysis"] > 0
+    assert stages["compiled hop: mask, synthesis, resamplers, band split"] > 0
+    assert stages["model (onnx step)"] > 0
+    assert (hp._hop_in, hp._hop_out) == kernels
+    assert engine.streamer.compiled_hop_calls > 100
