@@ -560,6 +560,12 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert {**wide2["train"], "init": wide["train"]["init"]} == wide["train"]
     pairs = zip(wide2["model"]["widths"], wide["model"]["widths"], strict=True)
     assert all(a >= b for a, b in pairs) and wide2["model"]["widths"] != wide["model"]["widths"]
+    # its cycle: the first widening's cycle recipe on the second widening's step-10000 weights
+    cyc2 = json.loads((cfgs / "rt_wide2_cycle.json").read_text())
+    assert {**cyc2, "seed": cyc["seed"], "model": cyc["model"], "train": cyc["train"]} == cyc
+    assert cyc2["model"] == wide2["model"]
+    assert {**cyc2["train"], "init": cyc["train"]["init"]} == cyc["train"]
+    assert (cfgs.parent.parent / cyc2["train"]["init"]).is_file()
 
 
 def test_selection_score_follows_train_select():
