@@ -45,7 +45,6 @@ class HopPath:
     def __init__(self, streamer: object) -> None:
         s = streamer
         core = s._core
-        self._s, self._core = s, core
         self.an, self.sy = core.analyzer, core.synth
         self.ring, self.fifo = core.ring, s._fifo
         self.rs_in, self.rs_out = s._rs_in, s._rs_out
@@ -67,7 +66,6 @@ class HopPath:
         self._s_ri = sy._spec_ri[0, :1]  # [1, 2F] float32
         self._xs = sy._xs_seg[:, :1]
         self._xs2 = sy._xs_seg[0, :1]  # [1, S]
-        self._seg = self._xs.shape[2]
         proc = core.processor
         self._gain32 = np.array([proc.floor, proc.wet, proc._dry], np.float32)
         if self.band is not None:
@@ -262,10 +260,7 @@ def _hop_out(frame, mask, g32, proc,
     _flat_in(fifo, fifo_w, w_dev[:, 0], n)
     _flat_out(fifo, fifo_r, out[:, 0], n)
     if band_on:
-        m = y8.shape[0]
         _pack(y8, ybuf, track, p8, bi[3], pack)
         _interpolate(pack, u_buf, u_taps, u_acc, pack_dev)
         _circ_write(b_fifo, b_written, pack_dev)
         _mix(out, xbuf, t_out, bi[4], b_fifo, t_out)
-        return m
-    return 0
