@@ -392,10 +392,11 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
                              w[g * cg : (g + 1) * cg], bias[0, g * cg : (g + 1) * cg], col,
                              y[g * cg : (g + 1) * cg], 1, kfb, True)  # fmt: skip
             for c in range(c_n):
-                for t in range(d - 1):
-                    cache[c, t * f_b : (t + 1) * f_b] = cache[c, (t + 1) * f_b : (t + 2) * f_b]
-                cache[c, (d - 1) * f_b :] = cur[c]
+                # shift by one frame (element loops: a slice per frame costs more than its copy)
+                for i in range((d - 1) * f_b):
+                    cache[c, i] = cache[c, i + f_b]
                 for f in range(f_b):
+                    cache[c, (d - 1) * f_b + f] = cur[c, f]
                     y[c, f] += cur[c, f]
             wp += 2
             sp += 2
