@@ -160,6 +160,11 @@ def write_weights(model: DenoiserNet, path: str | Path) -> Path:
         for k, v in model.state_dict().items()
         if v.is_floating_point() and ".ema_" not in k
     }
+    comb = getattr(model.net, "harmonic", None)
+    if comb is not None:  # its tables are buffers rebuilt from the config, not in state_dict
+        for k, v in comb.named_buffers():
+            arrays[f"net.harmonic.{k}"] = v.detach().cpu().numpy()
+        arrays["net.harmonic.consts"] = np.array([comb.beta, comb.noise_score], np.float32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)

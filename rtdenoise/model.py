@@ -60,6 +60,7 @@ from .blocks import (
 )
 from .checkpoint import read_checkpoint, to_plain
 from .coarse_grid import Bands, FrameRate
+from .harmonic import HarmonicComb, bin_centres_hz
 from .stft import StftConfig
 from .vq import VectorQuantizer
 
@@ -123,6 +124,9 @@ class ModelConfig:
     mask_head: str = "conv"
     #: rt: groups of the residual bottleneck convs
     bottleneck_groups: int = 1
+    #: rt: one more input channel per network frame, the harmonic comb of that frame's log
+    #: power below the band split (``harmonic.HarmonicComb``), read by the first stage and head
+    harmonic_channel: bool = False
 
     def __post_init__(self) -> None:
         r = self.frame_stride
@@ -145,8 +149,11 @@ class ModelConfig:
         if self.widths[-1] % self.bottleneck_groups:
             raise ValueError(f"bottleneck_groups must divide {self.widths[-1]}")
         coarse = (r, self.band_width, self.mask_head, self.bottleneck_groups) != (1, 1, "conv", 1)
+        coarse = coarse or self.harmonic_channel
         if self.preset == "seed" and coarse:
-            raise ValueError("frame_stride, bands, mask_head and groups are rt options")
+            raise ValueError(
+                "frame_stride, bands, mask_head, groups and harmonic_channel are rt options"
+            )
 
     @property
     def stft(self) -> StftConfig:
@@ -211,8 +218,25 @@ class RtUNet(nn.Module):
         self.freqs = freqs
         ctx = cfg.context_frames // r  # in network frames: the same time span
         se = lambda c: SqueezeExcite(c, cfg.se_reduction, cfg.se_min_hidden, ctx, True)  # noqa: E731
+        #: the harmonic comb channel (None: off), appended to the network input
+        self.harmonic = (
+            HarmonicComb(
+                bin_centres_hz(
+                    cfg.n_freqs,
+                    cfg.stft.sample_rate / cfg.stft.nperseg,
+                    cfg.band_split,
+                    cfg.band_width,
+                ),
+                cfg.band_split * cfg.stft.sample_rate / cfg.stft.nperseg
+                if cfg.band_width > 1
+                else math.inf,
+            )
+            if cfg.harmonic_channel
+            else None
+        )
+        n_in = r + (1 if cfg.harmonic_channel else 0)
         self.enc = nn.ModuleList()
-        cin = r  # the R frames up to a network frame, as channels
+        cin = n_in  # the R frames up to a network frame (and the comb), as channels
         for c in w:
             self.enc.append(
                 DownStage(CausalConv(cin, c, (kt, kf), stride_f=2, dropout=cfg.dropout), se(c))
@@ -247,7 +271,7 @@ class RtUNet(nn.Module):
             cout = w[i - 1] if i > 0 else w[0]
             self.dec.append(UpStage(2 * w[i], cout, freqs[i + 1], freqs[i], se(cout)))
         # head over [last decoder stage, network input]: the logit, or offset and slope (affine)
-        self.out = nn.Conv2d(w[0] + r, 2 if self.affine else 1, (1, kf), padding=(0, kf // 2))
+        self.out = nn.Conv2d(w[0] + n_in, 2 if self.affine else 1, (1, kf), padding=(0, kf // 2))
         nn.init.constant_(self.out.bias, cfg.mask_bias_init)
         if self.affine:
             nn.init.zeros_(self.out.bias[1:])
@@ -334,6 +358,13 @@ class RtUNet(nn.Module):
             si += 1
         return self.out(torch.cat([u, x], dim=1)), new
 
+    def _with_comb(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input ``[B, R, N, F_c]`` -> with the comb of its last frame appended as a
+        channel (``harmonic_channel``), else unchanged."""
+        if self.harmonic is None:
+            return x
+        return torch.cat([x, self.harmonic(x[:, -1])], dim=1)
+
     def logits(self, head: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         """Head output ``[B, 1|2, T, F_c]`` per STFT frame + features ``[B, 1, T, F]`` -> mask
         logits ``[B, 1, T, F]`` (affine: offset + slope x the frame's own feature, per bin)."""
@@ -355,6 +386,7 @@ class RtUNet(nn.Module):
         g = self._grid_state
         if self.stride > 1:
             x, index, _, _, _ = self.rate.select(x, state[g], state[g + 2])
+        x = self._with_comb(x)
         band = self.window_band(min(x.shape[2], MAX_BLOCK))
         z, skips, _ = self.encode(x, state, band)
         q, loss, ppl = self.vq(z)
@@ -368,12 +400,14 @@ class RtUNet(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.bands.compress(feat)
         if self.stride == 1:
+            x = self._with_comb(x)
             band = self.window_band(x.shape[2])
             z, skips, new_enc = self.encode(x, state, band)
             head, new_dec = self.decode(self.vq.quantize(z), skips, x, state, band)
             return self.logits(head, feat), new_enc + new_dec
         g = self._grid_state
         x, index, drop, frames, phase = self.rate.select(x, state[g], state[g + 2])
+        x = self._with_comb(x)
         band = self.window_band(x.shape[2])
         z, skips, new_enc = self.encode(x, state, band, drop)
         head, new_dec = self.decode(self.vq.quantize(z), skips, x, state, band, drop)

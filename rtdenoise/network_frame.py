@@ -114,8 +114,10 @@ class NetworkFrame:
         wi.append(wa.add(np.asarray(feats["mean"], np.float32)))
         wi.append(wa.add(np.asarray(feats["std"], np.float32)))
         si.append(sa.zeros(1, n_freqs))  # normalised features
-        si.append(sa.zeros(r, n_bins))  # network input: R frames as channels
-        cin = r
+        harm = bool(cfg.get("harmonic_channel", False))
+        n_in = r + int(harm)
+        si.append(sa.zeros(n_in, n_bins))  # network input: R frames (and the comb) as channels
+        cin = n_in
         for i, c in enumerate(w):
             conv(f"enc.{i}.conv.block.conv")
             si.append(sa.zeros(cin * 2 * kf, freqs[i + 1]))  # columns
@@ -154,8 +156,12 @@ class NetworkFrame:
             se(f"dec.{k}.se", cout)
         conv("out")
         n_out = get("out.bias").shape[0]
-        si.append(sa.zeros((w[0] + r) * kf, n_bins))
+        si.append(sa.zeros((w[0] + n_in) * kf, n_bins))
         si.append(sa.zeros(n_out, n_bins))
+        if harm:  # the comb's tables and work buffer, last in their lists
+            for key in ("comb", "scored", "window", "mask", "consts"):
+                wi.append(wa.add(get("harmonic." + key)))
+            si.append(sa.zeros(2, get("harmonic.comb").shape[0]))  # scores, choice
         self.weights, self.w_table = wa.build()
         self.work, self.s_table = sa.build()
         self.w_index = np.asarray(wi, np.int64)
@@ -164,7 +170,8 @@ class NetworkFrame:
         index[split:] = split + (index[split:] - split) // width
         self.band_of_bin = index.astype(np.int64)
         self.dims = np.asarray(
-            [len(w), len(dil), r, kf, kfb, groups, split, width, int(self.affine), ctx] + dil,
+            [len(w), len(dil), r, kf, kfb, groups, split, width, int(self.affine), ctx, int(harm)]
+            + dil,
             np.int64,
         )
         self.eps = np.float32(cfg.get("feat_eps", 1e-10))
@@ -331,6 +338,48 @@ def _se_from(y, hist, wts, wtab, widx, wp, work, stab, sidx, sp, ctx):
 
 
 @njit(cache=True, nogil=True, fastmath=_SUMS)
+def _comb_channel(xl, comb, scored, win, msk, beta, noise, sc, out):
+    """``harmonic.HarmonicComb`` on one frame: xl ``[F_c]`` -> out ``[F_c]``; ``sc [2, C]``
+    holds the candidates' scores and soft choice."""
+    n_f, n_c = xl.shape[0], comb.shape[0]
+    m = np.float32(0.0)
+    for k in range(n_f):
+        m += xl[k] * win[k]
+    ss = np.float32(0.0)
+    for k in range(n_f):  # the centred frame, in out until the end
+        v = (xl[k] - m) * msk[k]
+        out[k] = v
+        ss += v * v
+    norm = np.sqrt(ss) + np.float32(1e-6)
+    for c in range(n_c):
+        sc[0, c] = 0.0
+    for k in range(n_f):
+        v = out[k]
+        if v != 0.0:
+            for c in range(n_c):
+                sc[0, c] += v * scored[k, c]
+    top = -np.inf
+    for c in range(n_c):
+        sc[0, c] /= norm
+        top = max(top, beta * sc[0, c])
+    total = np.float32(0.0)
+    for c in range(n_c):
+        e = np.exp(beta * sc[0, c] - top)
+        sc[1, c] = e
+        total += e
+    s = np.float32(0.0)
+    for c in range(n_c):
+        sc[1, c] /= total
+        s += sc[1, c] * sc[0, c]
+    strength = max(s - noise, np.float32(0.0)) * np.float32(2.0)
+    for k in range(n_f):
+        a = np.float32(0.0)
+        for c in range(n_c):
+            a += sc[1, c] * comb[c, k]
+        out[k] = a * strength
+
+
+@njit(cache=True, nogil=True, fastmath=_SUMS)
 def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_of_bin, dims,
                    eps):  # fmt: skip
     n_enc, n_mid, r, kf, kfb = dims[0], dims[1], dims[2], dims[3], dims[4]
@@ -363,6 +412,13 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
             frames = states[n_enc * 2 + n_mid + 2 + n_enc]
             for j in range(r - 1):
                 x[j, :] = frames[b, j, :]
+        if dims[10] != 0:  # the harmonic comb of this frame, one more input channel
+            nw = widx.shape[0]
+            consts = _mat(wts, wtab, widx[nw - 1])
+            _comb_channel(xr, _mat(wts, wtab, widx[nw - 5]), _mat(wts, wtab, widx[nw - 4]),
+                          _mat(wts, wtab, widx[nw - 3])[0], _mat(wts, wtab, widx[nw - 2])[0],
+                          consts[0, 0], consts[0, 1], _mat(work, stab, sidx[sidx.shape[0] - 1]),
+                          x[r])  # fmt: skip
         # encoder
         cur = x
         for _ in range(n_enc):
@@ -379,7 +435,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
             cur = y
         # bottleneck: residual dilated causal convs (groups), then SE
         for j in range(n_mid):
-            d = dims[10 + j]
+            d = dims[11 + j]
             cache = states[st][b]  # [C, d * F]: the last d frames, oldest first
             w = _mat(wts, wtab, widx[wp])
             bias = _mat(wts, wtab, widx[wp + 1])
@@ -477,7 +533,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
         cu = u.shape[0]
         p = kf // 2
         n_b = head.shape[1]
-        for ci in range(cu + r):
+        for ci in range(cu + x.shape[0]):
             for k in range(kf):
                 row = ci * kf + k
                 for fo in range(n_b):

@@ -1,5 +1,6 @@
 """Export: eager == TorchScript == ONNX Runtime over consecutive steps (masks and states)."""
 
+import dataclasses
 import json
 import warnings
 
@@ -63,7 +64,16 @@ def exported_coarse(tmp_path_factory):
     return _export(tmp_path_factory.mktemp("export_coarse"), COARSE)
 
 
-@pytest.mark.parametrize("cfg", [TINY, COARSE], ids=["rt", "coarse"])
+#: the coarse grid with the harmonic comb channel (harmonic.py) on the network input
+COMB = dataclasses.replace(COARSE, harmonic_channel=True)
+
+
+@pytest.fixture(scope="module")
+def exported_comb(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("export_comb"), COMB)
+
+
+@pytest.mark.parametrize("cfg", [TINY, COARSE, COMB], ids=["rt", "coarse", "comb"])
 def test_inference_copy_folds_batchnorm_without_changing_outputs(cfg):
     m = trained_tiny(cfg)
     f = inference_copy(m)
@@ -77,7 +87,7 @@ def test_inference_copy_folds_batchnorm_without_changing_outputs(cfg):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["exported", "exported_coarse"])
+@pytest.mark.parametrize("which", ["exported", "exported_coarse", "exported_comb"])
 def test_eager_torchscript_onnx_parity_over_20_steps(which, request):
     """Every K from 1 to 16 in one graph; coarse: K not a multiple of R at every phase."""
     model, paths = request.getfixturevalue(which)

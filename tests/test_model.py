@@ -80,8 +80,9 @@ def test_streaming_equals_offline(k):
         # coarse grid: 332 frames = 83/166 network frames take the SE cumsum path offline
         (COARSE[4], 40),
         (dataclasses.replace(COARSE[2], bottleneck_groups=1), 40),
+        (dataclasses.replace(COARSE[4], harmonic_channel=True), 40),
     ],
-    ids=["rt", "coarse4", "coarse2"],
+    ids=["rt", "coarse4", "coarse2", "coarse4-comb"],
 )
 def test_streaming_random_chunks_equals_offline(cfg, blocks):
     m = _model(cfg)
@@ -338,7 +339,14 @@ def test_coarse_grid_config_checks():
     assert ModelConfig.from_dict(old) == TINY
 
 
-_NEW_FIELDS = ("frame_stride", "band_split", "band_width", "mask_head", "bottleneck_groups")
+_NEW_FIELDS = (
+    "frame_stride",
+    "band_split",
+    "band_width",
+    "mask_head",
+    "bottleneck_groups",
+    "harmonic_channel",
+)
 
 
 def test_coarse_grid_complexity_counts_what_the_step_runs():

@@ -21,7 +21,9 @@ torch.set_num_threads(1)
 WIDE_BOTTLENECK = preset_config(
     **{**COARSE.to_dict(), "frame_stride": 2, "bottleneck_freq_kernel": 3, "band_width": 13}
 )
-CONFIGS = {"full_rate": TINY, "coarse": COARSE, "stride2": WIDE_BOTTLENECK}
+#: the coarse grid with the harmonic comb channel on the network input (harmonic.py)
+COMB = preset_config(**{**COARSE.to_dict(), "harmonic_channel": True})
+CONFIGS = {"full_rate": TINY, "coarse": COARSE, "stride2": WIDE_BOTTLENECK, "comb": COMB}
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

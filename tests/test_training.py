@@ -369,6 +369,28 @@ def test_grown_bottleneck_starts_as_the_checkpoint(tmp_path):
         torch.testing.assert_close(big.eval()(x)[0], small(x)[0])
 
 
+def test_grown_input_channel_starts_as_the_checkpoint(tmp_path):
+    """train.init from a checkpoint without the harmonic comb channel: the first stage's and
+    the head's weights for the new input channel start at zero, so the grown model computes
+    exactly what the checkpoint did."""
+    from rtdenoise.model import DenoiserNet, preset_config, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = dict(widths=(4, 6), frame_stride=2, mask_head="affine", band_split=130, band_width=5)
+    small = DenoiserNet(preset_config("rt", **cfg)).eval()
+    save_checkpoint(tmp_path / "small.pt", small)
+    big = DenoiserNet(preset_config("rt", harmonic_channel=True, **cfg)).eval()
+    weights = torch.load(tmp_path / "small.pt", weights_only=True)["state_dict"]
+    padded = T._zero_new_inputs(big, weights)
+    assert sorted(padded) == ["net.enc.0.conv.block.conv.weight", "net.out.weight"]
+    big.load_state_dict(weights)
+    x = torch.randn(1, 50, 260, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x)[0], small(x)[0])
+        big.net.out.weight[:, -1].fill_(1.0)  # the channel reaches the mask once it has weight
+        assert (big(x)[0] - small(x)[0]).abs().max() > 1e-3
+
+
 def test_packed_shards_give_the_same_mixtures(tmp_path):
     """training.pack: shards (several, tiny size limit) hold the folders' audio in order, to
     16-bit precision, and a sampler built from them draws the same mixtures."""

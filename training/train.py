@@ -205,6 +205,32 @@ def _zero_new_residuals(model: torch.nn.Module, missing: list[str]) -> set[str]:
     return covered
 
 
+def _zero_new_inputs(model: torch.nn.Module, weights: dict) -> list[str]:
+    """Growing a checkpoint: conv weights with more input channels in the model than in the
+    checkpoint (e.g. the harmonic comb channel appended to the network input) get zeros for the
+    new channels, so the grown model computes exactly what the checkpoint did. ``weights`` is
+    padded in place; returns the keys padded."""
+    own = model.state_dict()
+    padded = []
+    for key, t in weights.items():
+        mine = own.get(key)
+        if (
+            mine is None
+            or mine.shape == t.shape
+            or mine.dim() != t.dim()
+            or mine.dim() < 2
+            or mine.shape[0] != t.shape[0]
+            or mine.shape[2:] != t.shape[2:]
+            or mine.shape[1] < t.shape[1]
+        ):
+            continue
+        grown = t.new_zeros(mine.shape)
+        grown[:, : t.shape[1]] = t
+        weights[key] = grown
+        padded.append(key)
+    return padded
+
+
 def _leave_signals_to_main(_: int) -> None:
     """Data workers ignore SIGTERM/SIGINT sent to the whole process group (``pkill -f``,
     Ctrl-C): the main process saves and stops, then shuts the workers down itself."""
@@ -345,6 +371,7 @@ class Trainer:
         weights = st.get("state_dict", st.get("model")) if isinstance(st, dict) else None
         if not isinstance(weights, dict):
             raise UserError(f"train.init: not an rtdenoise checkpoint: {path}")
+        inputs = _zero_new_inputs(self.model, weights)
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         grown = _zero_new_residuals(self.model, missing)
         if unexpected or set(missing) - grown:
@@ -357,6 +384,8 @@ class Trainer:
             path,
             f"; {len(grown)} new residual-layer tensors start as identity" if grown else "",
         )
+        if inputs:
+            log.info("new input channels start at zero weight in %s", ", ".join(inputs))
 
     def _state(self) -> dict:
         return {
