@@ -549,10 +549,14 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     lows = json.loads((cfgs / "rt_cheap_lowsnr.json").read_text())
     nxt = json.loads((cfgs / "rt_cheap_lowsnr_next.json").read_text())
     assert {**nxt, "seed": 8, "optim": lows["optim"]} == lows  # its next stage: seed and lr only
-    # the GPU recipe trains the shipped (widened) network from its weights on the shipped recipe
+    # the GPU recipe trains the shipped (twice widened) network from its weights on the shipped
+    # recipe
     gpu = json.loads((cfgs / "gpu.json").read_text())
     wide = json.loads((cfgs / "rt_wide.json").read_text())
-    assert gpu["model"] == wide["model"] and gpu["loss"] == lows["loss"]
+    shipped = json.loads((cfgs.parent.parent / "rtdenoise/models/lowlat.json").read_text())
+    assert gpu["model"] == json.loads((cfgs / "rt_wide2.json").read_text())["model"]
+    assert gpu["model"]["widths"] == shipped["model_config"]["widths"]
+    assert gpu["loss"] == lows["loss"]
     assert (
         gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
     )
@@ -588,6 +592,12 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert cyc2["model"] == wide2["model"]
     assert {**cyc2["train"], "init": cyc["train"]["init"]} == cyc["train"]
     assert (cfgs.parent.parent / cyc2["train"]["init"]).is_file()
+    # the comb line: that cycle's recipe with the harmonic comb channel, from its ablation arm
+    harm = json.loads((cfgs / "rt_wide2_harm.json").read_text())
+    assert {**harm, "seed": cyc2["seed"], "model": cyc2["model"], "train": cyc2["train"]} == cyc2
+    assert harm["model"] == {**cyc2["model"], "harmonic_channel": True}
+    assert {**harm["train"], "init": cyc2["train"]["init"]} == cyc2["train"]
+    assert (cfgs.parent.parent / harm["train"]["init"]).is_file()
 
 
 def test_selection_score_follows_train_select():
