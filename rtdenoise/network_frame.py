@@ -8,7 +8,8 @@ column buffer (im2col), the SE windows, the codebook search, the transposed conv
 in plain loops, the state updated in place.
 
 It computes the call that runs the network (``held_frames`` answers the others when the frame
-stride R > 1): features, band compression, the R input frames stacked as channels, the
+stride R > 1): features, band compression, the R input frames stacked as channels (and the
+harmonic comb channel of ``harmonic.py`` where the model has it: ``_comb_channel``), the
 encoder, bottleneck, vector quantizer and decoder, the head and the mask, then the grid state
 (frames shift, head output held, phase advanced). The states are the graph's own arrays in
 the graph's layouts, read and written in place, so network frames computed here, held frames
