@@ -37,7 +37,7 @@ def band_scores(clean: np.ndarray, y: np.ndarray, rate: int) -> tuple[np.ndarray
     """-> (correlation per band [15], processed level minus clean level per band [15], dB);
     empty arrays where pystoi would return its 1e-5 (fewer than 30 speech frames)."""
     from pystoi import utils
-    from pystoi.stoi import BETA, DYN_RANGE, FS, N, N_FRAME, NFFT, OBM
+    from pystoi.stoi import BETA, DYN_RANGE, FS, N_FRAME, NFFT, OBM, N
 
     x = utils.resample_oct(clean, FS, rate)
     y = utils.resample_oct(y, FS, rate)

@@ -13,9 +13,9 @@ frame's own (band-compressed, normalised) log power ``x [B, N, F_c]``:
 * score: the normalised correlation of the frame's mean-removed log power over 100-1800 Hz with
   a cosine comb ``cos(2 pi f / f0)`` for 48 candidate f0 from 80 to 400 Hz (geometric);
 * a soft choice of f0: ``p = softmax(beta x score)`` over the candidates;
-* the channel: ``(p @ comb) x max(expected score, 0)``: +1 on the harmonics, -1 between them,
-  scaled by how far the best score rises above that of noise (0 for noise); 0 above the band split, where bands of
-  77 Hz cannot resolve harmonics.
+* the channel: the chosen comb ``p @ comb``, +1 on the harmonics and -1 between them, scaled
+  by how far the expected score rises above that of a noise frame (0 for noise); 0 above the
+  band split, where bands of 77 Hz cannot resolve harmonics.
 
 Causal, per frame, no state; a few matrix products (exportable to TorchScript and ONNX).
 """
@@ -34,10 +34,13 @@ NOISE_SCORE = 0.25  # the expected best score of a frame of white noise (measure
 
 
 class HarmonicComb(nn.Module):
-    """Log-power frame ``[B, N, F_c]`` -> comb channel ``[B, 1, N, F_c]`` (see module doc)."""
+    """Log-power frame ``[B, N, F_c]`` -> comb channel ``[B, 1, N, F_c]`` (see module doc), on
+    the network's grid: ``n_freqs`` bins of ``bin_hz``, bands of ``width`` from ``split`` up."""
 
-    def __init__(self, bin_hz: torch.Tensor, split_hz: float) -> None:
+    def __init__(self, n_freqs: int, bin_hz: float, split: int, width: int) -> None:
         super().__init__()
+        split_hz = split * bin_hz if width > 1 else math.inf
+        bin_hz = bin_centres_hz(n_freqs, bin_hz, split, width)
         f0 = F0_MIN * (F0_MAX / F0_MIN) ** (torch.arange(N_CANDIDATES) / (N_CANDIDATES - 1))
         comb = torch.cos(2 * math.pi * bin_hz[None, :] / f0[:, None].double()).float()
         comb[:, bin_hz >= split_hz] = 0.0

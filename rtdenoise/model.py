@@ -60,7 +60,7 @@ from .blocks import (
 )
 from .checkpoint import read_checkpoint, to_plain
 from .coarse_grid import Bands, FrameRate
-from .harmonic import HarmonicComb, bin_centres_hz
+from .harmonic import HarmonicComb
 from .stft import StftConfig
 from .vq import VectorQuantizer
 
@@ -219,18 +219,9 @@ class RtUNet(nn.Module):
         ctx = cfg.context_frames // r  # in network frames: the same time span
         se = lambda c: SqueezeExcite(c, cfg.se_reduction, cfg.se_min_hidden, ctx, True)  # noqa: E731
         #: the harmonic comb channel (None: off), appended to the network input
+        bin_hz = cfg.stft.sample_rate / cfg.stft.nperseg
         self.harmonic = (
-            HarmonicComb(
-                bin_centres_hz(
-                    cfg.n_freqs,
-                    cfg.stft.sample_rate / cfg.stft.nperseg,
-                    cfg.band_split,
-                    cfg.band_width,
-                ),
-                cfg.band_split * cfg.stft.sample_rate / cfg.stft.nperseg
-                if cfg.band_width > 1
-                else math.inf,
-            )
+            HarmonicComb(cfg.n_freqs, bin_hz, cfg.band_split, cfg.band_width)
             if cfg.harmonic_channel
             else None
         )

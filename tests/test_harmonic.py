@@ -15,7 +15,7 @@ SPLIT = 130
 
 
 def _comb() -> HarmonicComb:
-    return HarmonicComb(bin_centres_hz(260, BIN_HZ, SPLIT, 5), SPLIT * BIN_HZ)
+    return HarmonicComb(260, BIN_HZ, SPLIT, 5)
 
 
 def _voiced(f0: float, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
