@@ -3,7 +3,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 APT_PKGS = libportaudio2 libasound2-plugins pulseaudio pulseaudio-utils libsndfile1
 
-.PHONY: demo test system-deps install-runtime install-test bench report
+.PHONY: demo test system-deps install-runtime install-test bench report gpu-bundle
 
 # Debian packages: PortAudio for sounddevice, PulseAudio for the live tests (no sound card needed).
 system-deps:
@@ -44,3 +44,14 @@ bench: install-test
 report: system-deps
 	$(PIP) install -q -e '.[test,bench]'
 	$(PY) -m benchmarks.compare && $(PY) -m benchmarks.report
+
+# What a lent GPU machine needs beside the repository (64 MiB travel in all, its image has no
+# soundfile): a 40 MB speaker-balanced subset of the corpus as encoded shards, and the wheels of
+# soundfile for its Python 3.12. Then one call: training/gpu_run.sh says how.
+CORPUS ?= ../shared/data/corpus
+gpu-bundle: install-test
+	$(PY) -m training.pack --clean $(CORPUS)/train/clean --noise $(CORPUS)/train/noise \
+	    --out shards/gpu --budget-mb 40
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux2014_x86_64 -d .whl soundfile==0.14.0 cffi==2.1.1 pycparser==3.12

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 from tqdm import tqdm
 
 from rtdenoise.errors import UserError
@@ -117,6 +116,8 @@ def load_audio(path: Path, sample_rate: int = SR) -> np.ndarray:
     x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     x = x.mean(axis=1)
     if sr != sample_rate:
+        import soxr  # only here: a GPU machine trains from 8 kHz shards without it
+
         x = soxr.resample(x, sr, sample_rate, quality="VHQ").astype(np.float32)
     return x
 
