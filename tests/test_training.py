@@ -554,8 +554,10 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     gpu = json.loads((cfgs / "gpu.json").read_text())
     wide = json.loads((cfgs / "rt_wide.json").read_text())
     shipped = json.loads((cfgs.parent.parent / "rtdenoise/models/lowlat.json").read_text())
-    assert gpu["model"] == json.loads((cfgs / "rt_wide2.json").read_text())["model"]
+    harm = json.loads((cfgs / "rt_wide2_harm.json").read_text())
+    assert gpu["model"] == harm["model"]  # the comb line ships since 2026-12-01
     assert gpu["model"]["widths"] == shipped["model_config"]["widths"]
+    assert gpu["model"]["harmonic_channel"] == shipped["model_config"]["harmonic_channel"]
     assert gpu["loss"] == lows["loss"]
     assert (
         gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
@@ -598,6 +600,10 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert harm["model"] == {**cyc2["model"], "harmonic_channel": True}
     assert {**harm["train"], "init": cyc2["train"]["init"]} == cyc2["train"]
     assert (cfgs.parent.parent / harm["train"]["init"]).is_file()
+    # its cycle: the same recipe from the shipped weights (its step 8000), a longer schedule
+    hcyc = json.loads((cfgs / "rt_wide2_harm_cycle.json").read_text())
+    assert {**hcyc, "seed": harm["seed"], "train": harm["train"]} == harm
+    assert hcyc["train"] == {**harm["train"], "steps": 14000, "init": "rtdenoise/models/lowlat.pt"}
 
 
 def test_selection_score_follows_train_select():
