@@ -328,6 +328,36 @@ def test_asymmetric_loss_weighs_removed_speech_more_than_residual_noise():
     torch.testing.assert_close(ratio, torch.tensor(3.0), rtol=1e-4, atol=0)
 
 
+def test_onset_weight_marks_level_rises_and_weighs_only_removed_speech_there():
+    """onset_weight: 1 for the ``frames`` after a word starts (its level far above the minimum
+    of the frames before it), 0 in steady speech, in silence and at the crop's start; w_onset
+    raises only the removed-speech term, only in those frames (0 = the loss without it)."""
+    from training.losses import LossConfig, onset_weight, spectral_loss
+
+    t, f = 200, 12
+    level = torch.full((t,), 1e-3)
+    level[80:] = 1.0  # a word starts at frame 80, 60 dB above the silence before it
+    ref = torch.stack([level[None, :, None].expand(1, t, f), torch.zeros(1, t, f)], -1)
+    o = onset_weight(ref, frames=26)
+    assert o.shape == (1, t)
+    assert torch.all(o[0, 80:106] == 1) and torch.all(o[0, 106:] == 0) and torch.all(o[0, :80] == 0)
+    gentle = torch.stack(
+        [torch.linspace(0.5, 1.0, t)[None, :, None].expand(1, t, f), 0 * ref[..., 0]], -1
+    )
+    assert float(onset_weight(gentle, 26).max()) == 0  # a 6 dB swell is no onset
+
+    est_down, est_up = ref * 0.5, ref * 2.0  # speech removed / noise left, everywhere
+    base = LossConfig(w_mag=0.0, w_cplx=0.0, w_under=1.0)
+    on = LossConfig(w_mag=0.0, w_cplx=0.0, w_under=1.0, w_onset=3.0)
+    torch.testing.assert_close(
+        spectral_loss(est_up, ref, on, onset=o), spectral_loss(est_up, ref, base)
+    )
+    torch.testing.assert_close(spectral_loss(est_down, ref, on), spectral_loss(est_down, ref, base))
+    under = torch.relu(ref.norm(dim=-1) ** 0.3 - est_down.norm(dim=-1) ** 0.3) ** 2  # [1, t, f]
+    want = (under * (1 + 3.0 * o).unsqueeze(-1)).mean() / (ref.norm(dim=-1) ** 0.6).mean()
+    torch.testing.assert_close(spectral_loss(est_down, ref, on, onset=o), want, rtol=1e-4, atol=0)
+
+
 def test_speech_norm_weighs_every_snr_alike_and_bounds_speech_free_examples():
     """loss.norm='speech': the same relative error on the speech costs the same whatever noise
     the mixture had ('noisy' divides by the mixture and so discounts low-SNR examples); a
@@ -558,7 +588,8 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert gpu["model"] == harm["model"]  # the comb line ships since 2026-12-01
     assert gpu["model"]["widths"] == shipped["model_config"]["widths"]
     assert gpu["model"]["harmonic_channel"] == shipped["model_config"]["harmonic_channel"]
-    assert gpu["loss"] == lows["loss"]
+    # the shipped recipe since stage 11: the low-SNR one with the onset term
+    assert gpu["loss"] == {**lows["loss"], "w_onset": 2.0}
     assert (
         gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
     )
@@ -604,6 +635,10 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     hcyc = json.loads((cfgs / "rt_wide2_harm_cycle.json").read_text())
     assert {**hcyc, "seed": harm["seed"], "train": harm["train"]} == harm
     assert hcyc["train"] == {**harm["train"], "steps": 14000, "init": "rtdenoise/models/lowlat.pt"}
+    # the onset line: that cycle with the onset term (the onset ablation arm ships as stage 11)
+    ons = json.loads((cfgs / "rt_wide2_onset.json").read_text())
+    assert {**ons, "seed": hcyc["seed"], "loss": hcyc["loss"]} == hcyc
+    assert ons["loss"] == {**hcyc["loss"], "w_onset": 2.0} and ons["seed"] != hcyc["seed"]
 
 
 def test_selection_score_follows_train_select():

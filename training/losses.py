@@ -37,6 +37,12 @@ class LossConfig:
     #: weighs the same relative to its speech)
     norm: str = "noisy"
     norm_floor: float = 0.1
+    #: extra weight on removed speech (the ``w_under`` term) in onset frames, where the target's
+    #: level rises above its minimum over the previous ``onset_ms``: a causal mask attenuates a
+    #: word's first 50-200 ms (it cannot yet tell them from a noise burst), which short words
+    #: and STOI punish and an average over all frames barely sees (0: off)
+    w_onset: float = 0.0
+    onset_ms: float = 100.0
 
     def __post_init__(self) -> None:
         if self.norm not in ("noisy", "speech"):
@@ -47,13 +53,32 @@ def _mag(spec: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(spec[..., 0] ** 2 + spec[..., 1] ** 2 + 1e-12)
 
 
+def onset_weight(
+    ref: torch.Tensor, frames: int, rise_db: float = 6.0, span_db: float = 12.0
+) -> torch.Tensor:
+    """ref: [B, T, F, 2] -> [B, T] in [0, 1]: how far each frame's level (dB) rises above its
+    minimum over the ``frames`` before it, 0 below ``rise_db``, 1 from ``rise_db + span_db``;
+    0 in frames 40 dB below the example's loudest (silence) and where there is no past yet
+    (the crop's first frame sees itself)."""
+    e = 10 * torch.log10((ref[..., 0] ** 2 + ref[..., 1] ** 2).mean(-1) + 1e-10)  # [B, T]
+    past = torch.cat([e[:, :1].expand(-1, frames), e[:, :-1]], dim=1)  # e[t - frames .. t - 1]
+    floor = -torch.nn.functional.max_pool1d(-past[:, None], frames, stride=1)[:, 0]
+    o = ((e - floor - rise_db) / span_db).clamp(0, 1)
+    return o * (e > e.amax(dim=1, keepdim=True) - 40).to(o.dtype)
+
+
 def spectral_loss(
-    est: torch.Tensor, ref: torch.Tensor, cfg: LossConfig, noisy: torch.Tensor | None = None
+    est: torch.Tensor,
+    ref: torch.Tensor,
+    cfg: LossConfig,
+    noisy: torch.Tensor | None = None,
+    onset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """est, ref, noisy: [B, T, F, 2] -> scalar. Normalised per example by a compressed power
     mean(|X|^(2c)) (``cfg.norm``: the noisy input's, or the target's plus a floor of the noisy
     input's; ``ref`` alone if ``noisy`` is not given): level-independent, and bounded for
-    speech-free examples whose target is silence."""
+    speech-free examples whose target is silence. ``onset`` [B, T] (:func:`onset_weight`)
+    weighs the removed-speech term by 1 + ``cfg.w_onset`` x onset."""
     c = cfg.compress
     m_est, m_ref = _mag(est), _mag(ref)
     cm_est, cm_ref = m_est**c, m_ref**c
@@ -65,7 +90,12 @@ def spectral_loss(
         norm = p_noisy if cfg.norm == "noisy" else p_ref + cfg.norm_floor * p_noisy
     norm = norm + 1e-8
     l_mag = ((cm_est - cm_ref) ** 2).mean(dim=(1, 2))
-    l_under = (torch.relu(cm_ref - cm_est) ** 2).mean(dim=(1, 2)) if cfg.w_under > 0 else 0.0
+    l_under = 0.0
+    if cfg.w_under > 0:
+        under = torch.relu(cm_ref - cm_est) ** 2  # [B, T, F]
+        if onset is not None and cfg.w_onset > 0:
+            under = under * (1 + cfg.w_onset * onset).unsqueeze(-1)
+        l_under = under.mean(dim=(1, 2))
     c_est = est * (cm_est / m_est).unsqueeze(-1)
     c_ref = ref * (cm_ref / m_ref).unsqueeze(-1)
     l_cplx = ((c_est - c_ref) ** 2).sum(-1).mean(dim=(1, 2))

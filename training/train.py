@@ -51,7 +51,14 @@ from rtdenoise.evaluate import mix_pair, read_pairs
 
 from .average import average_states
 from .data import DATA_ROOT_VAR, MixConfig, MixtureSampler, data_root, resolve_path
-from .losses import LossConfig, si_sdr_loss, spectral_loss, stoi_loss, third_octave_matrix
+from .losses import (
+    LossConfig,
+    onset_weight,
+    si_sdr_loss,
+    spectral_loss,
+    stoi_loss,
+    third_octave_matrix,
+)
 from .pack import load_shards
 from .torch_stft import TorchStft
 
@@ -469,7 +476,12 @@ class Trainer:
             mask, vq_loss, ppl = self.net(nspec)
         mask = mask.float()
         est = nspec * mask.unsqueeze(-1)
-        l_spec = spectral_loss(est, tspec, self.loss_cfg, nspec)
+        onset = None
+        if self.loss_cfg.w_onset > 0:
+            sc = self.stft.cfg
+            frames = max(1, round(self.loss_cfg.onset_ms / 1000 * sc.sample_rate / sc.hop))
+            onset = onset_weight(tspec, frames)
+        l_spec = spectral_loss(est, tspec, self.loss_cfg, nspec, onset)
         loss = l_spec + self.loss_cfg.w_vq * vq_loss.float()
         l_sdr = torch.zeros(())
         if self.loss_cfg.w_sisdr > 0:
