@@ -17,9 +17,10 @@ MINUTES=${MINUTES:-7}
 WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT" "$RUN"
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    site=$(mktemp -d)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/rtdenoise-site "$WHEELS"/*.whl || exit 3
-    export PYTHONPATH=/tmp/rtdenoise-site${PYTHONPATH:+:$PYTHONPATH}
+        --target "$site" "$WHEELS"/*.whl || exit 3
+    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } \
