@@ -127,6 +127,11 @@ def speaker_of(path: Path) -> str:
     return path.name.split("__")[0] if "__" in path.name else str(path.parent)
 
 
+def keep_clip(x: np.ndarray, min_len: int) -> bool:
+    """The near-silence filter of every loader: long enough, and above -100 dBFS RMS."""
+    return len(x) >= min_len and np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-5
+
+
 def load_dir(
     dirs: list[str | Path], min_len: int = 1, desc: str = "audio", keys: list[str] | None = None
 ) -> list[np.ndarray]:
@@ -135,7 +140,7 @@ def load_dir(
     out = []
     for p in tqdm(list_audio(dirs), desc=f"loading {desc}", leave=False, mininterval=2):
         x = load_audio(p)
-        if len(x) >= min_len and np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-5:
+        if keep_clip(x, min_len):
             out.append(x)
             if keys is not None:
                 keys.append(speaker_of(p))

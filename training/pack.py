@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from rtdenoise.errors import UserError
 
-from .data import SR, list_audio, load_audio, load_dir, speaker_of
+from .data import SR, keep_clip, list_audio, load_audio, load_dir, speaker_of
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _candidates(
     blobs, keys, secs = [], [], []
     for p in tqdm(list_audio(dirs), desc=f"reading {desc}", leave=False, mininterval=2):
         x = load_audio(p)
-        if len(x) >= int(0.1 * SR) and np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-5:
+        if keep_clip(x, int(0.1 * SR)):
             blobs.append(_encode(p, x))
             keys.append(speaker_of(p) if speakers else str(p))
             secs.append(len(x) / SR)
