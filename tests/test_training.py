@@ -639,6 +639,13 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     ons = json.loads((cfgs / "rt_wide2_onset.json").read_text())
     assert {**ons, "seed": hcyc["seed"], "loss": hcyc["loss"]} == hcyc
     assert ons["loss"] == {**hcyc["loss"], "w_onset": 2.0} and ons["seed"] != hcyc["seed"]
+    # the compression line: the onset line's recipe with a larger magnitude exponent (the
+    # compression ablation), from the shipped weights (its last step), a shorter schedule
+    comp = json.loads((cfgs / "rt_wide2_comp.json").read_text())
+    assert {**comp, "seed": ons["seed"], "loss": ons["loss"], "train": ons["train"]} == ons
+    assert comp["loss"] == {**ons["loss"], "compress": comp["loss"]["compress"]}
+    assert comp["loss"]["compress"] > ons["loss"]["compress"] and comp["seed"] != ons["seed"]
+    assert comp["train"] == {**ons["train"], "steps": comp["train"]["steps"]}
 
 
 def test_selection_score_follows_train_select():
