@@ -132,3 +132,32 @@ def test_crops_do_not_always_start_with_a_gap():
     )
     assert 0.55 < np.mean(starts == 0) < 0.85
     assert np.mean(starts > 400) > 0.2
+
+
+def test_shaped_noise_is_stationary_unit_rms_and_not_a_power_law():
+    """Every draw is unit RMS, steady over time, and its spectrum departs from any straight
+    line in log-log (the shapes pure power laws lack)."""
+    for seed in range(4):
+        x = augment.shaped_noise(2**16, np.random.default_rng(seed))
+        assert abs(np.sqrt(np.mean(x**2)) - 1) < 1e-6
+        quarters = np.sqrt([np.mean(q**2) for q in np.split(x, 4)])
+        assert quarters.max() / quarters.min() < 1.5  # brown-ish draws wander a little
+        f, p = scipy.signal.welch(x, fs=8000, nperseg=1024)
+        k = (f >= 60) & (f <= 3900)
+        lf, lp = np.log10(f[k]), 10 * np.log10(p[k])
+        resid = lp - np.polyval(np.polyfit(lf, lp, 1), lf)
+        assert resid.std() > 2.0  # dB; a power law leaves ~0.5 (estimation noise)
+
+
+def test_shaped_noise_off_leaves_the_mixtures_unchanged(sampler):
+    """p_shaped = 0 draws nothing, so recipes written before it make the same mixtures."""
+    import dataclasses
+
+    same = MixtureSampler(
+        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_shaped=0.0)
+    )
+    on = MixtureSampler(
+        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_shaped=1.0)
+    )
+    a, b, c = (s.example(5, 1, 0, 2)["noisy"] for s in (sampler, same, on))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

@@ -33,6 +33,27 @@ def colored_noise(n: int, rng: np.random.Generator, alpha: float | None = None) 
     return unit_rms(np.fft.irfft(spec, n))
 
 
+def shaped_noise(
+    n: int, rng: np.random.Generator, points: int = 8, depth_db: float = 12.0
+) -> np.ndarray:
+    """Stationary noise with a random smooth spectral envelope (fans, rain, engines, air).
+
+    A power-law tilt as in :func:`colored_noise`, times an envelope through ``points`` random
+    levels (uniform in +-``depth_db``) spaced evenly in log frequency from 60 Hz to 4 kHz and
+    interpolated between them: broadband noise whose shape real steady noises have and pure
+    power laws lack. [n], unit RMS.
+    """
+    alpha = float(rng.uniform(-0.5, 2.0))
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    f[0] = f[1] if n > 1 else 1.0
+    knots = np.linspace(np.log(60.0), np.log(SR / 2), points)
+    env_db = np.interp(np.log(np.maximum(f, 60.0)), knots, rng.uniform(-depth_db, depth_db, points))
+    spec *= (f / 100.0) ** (-alpha / 2) * 10 ** (env_db / 20)
+    spec[0] = 0.0
+    return unit_rms(np.fft.irfft(spec, n))
+
+
 def mains_hum(n: int, rng: np.random.Generator) -> np.ndarray:
     """50 or 60 Hz hum with harmonics up to 4 kHz (random, decaying, buzz-like). [n]."""
     f0 = float(rng.choice([50.0, 60.0])) * (1 + rng.uniform(-0.005, 0.005))

@@ -75,6 +75,9 @@ class MixConfig:
     level_db: tuple[float, float] = (-35.0, -15.0)  # RMS of the mixture, dBFS
     p_real_noise: float = 0.8
     p_colored: float = 0.2
+    #: stationary noise with a random smooth spectral shape (augment.shaped_noise); drawn only
+    #: when > 0, so recipes without it make exactly the mixtures they made before it existed
+    p_shaped: float = 0.0
     p_hum: float = 0.1
     p_clicks: float = 0.1
     p_babble: float = 0.15
@@ -201,6 +204,8 @@ class MixtureSampler:
             parts.append(aug.unit_rms(seg))
         if rng.random() < c.p_colored:
             parts.append(aug.colored_noise(n, rng))
+        if c.p_shaped > 0 and rng.random() < c.p_shaped:
+            parts.append(aug.shaped_noise(n, rng))
         if rng.random() < c.p_hum:
             parts.append(aug.mains_hum(n, rng))
         if rng.random() < c.p_clicks:
