@@ -646,6 +646,12 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert comp["loss"] == {**ons["loss"], "compress": comp["loss"]["compress"]}
     assert comp["loss"]["compress"] > ons["loss"]["compress"] and comp["seed"] != ons["seed"]
     assert comp["train"] == {**ons["train"], "steps": comp["train"]["steps"]}
+    # the SI-SDR line: the compression recipe with a 3x heavier SI-SDR term (the loss arms of
+    # the eleventh session), from the average of the compression line's two cycle ends
+    sis = json.loads((cfgs / "rt_wide2_sisdr.json").read_text())
+    assert {**sis, "seed": comp["seed"], "loss": comp["loss"], "train": comp["train"]} == comp
+    assert sis["loss"] == {**comp["loss"], "w_sisdr": 0.03} and sis["seed"] != comp["seed"]
+    assert sis["train"] == {**comp["train"], "steps": 10000, "init": "runs/soup/soup13_c2.pt"}
 
 
 def test_selection_score_follows_train_select():
