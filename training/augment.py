@@ -25,10 +25,17 @@ def colored_noise(n: int, rng: np.random.Generator, alpha: float | None = None) 
     """Noise with power spectrum ~ 1/f**alpha: 0 white, 1 pink, 2 brown. [n], unit RMS."""
     if alpha is None:
         alpha = float(rng.choice([0.0, 1.0, 2.0]) + rng.uniform(-0.25, 0.25))
+    return _tilted_white(n, rng, alpha)
+
+
+def _tilted_white(n, rng, alpha, envelope=None):
+    """White noise drawn from ``rng``, power spectrum tilted by 1/f**alpha and, if given, times
+    ``envelope(f)`` (amplitude; drawn after the noise), DC removed. [n], unit RMS."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1 / SR)
     f[0] = f[1] if n > 1 else 1.0
-    spec *= (f / 100.0) ** (-alpha / 2)
+    gain = (f / 100.0) ** (-alpha / 2)
+    spec *= gain if envelope is None else gain * envelope(f)
     spec[0] = 0.0
     return unit_rms(np.fft.irfft(spec, n))
 
@@ -44,14 +51,13 @@ def shaped_noise(
     power laws lack. [n], unit RMS.
     """
     alpha = float(rng.uniform(-0.5, 2.0))
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / SR)
-    f[0] = f[1] if n > 1 else 1.0
     knots = np.linspace(np.log(60.0), np.log(SR / 2), points)
-    env_db = np.interp(np.log(np.maximum(f, 60.0)), knots, rng.uniform(-depth_db, depth_db, points))
-    spec *= (f / 100.0) ** (-alpha / 2) * 10 ** (env_db / 20)
-    spec[0] = 0.0
-    return unit_rms(np.fft.irfft(spec, n))
+
+    def envelope(f: np.ndarray) -> np.ndarray:
+        levels = rng.uniform(-depth_db, depth_db, points)
+        return 10 ** (np.interp(np.log(np.maximum(f, 60.0)), knots, levels) / 20)
+
+    return _tilted_white(n, rng, alpha, envelope)
 
 
 def mains_hum(n: int, rng: np.random.Generator) -> np.ndarray:
