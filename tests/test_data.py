@@ -161,3 +161,34 @@ def test_shaped_noise_off_leaves_the_mixtures_unchanged(sampler):
     )
     a, b, c = (s.example(5, 1, 0, 2)["noisy"] for s in (sampler, same, on))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_speed_moves_pitch_and_duration_by_the_drawn_factor():
+    """A 200 Hz tone played at factor 40/k: its length scales by k/40 and its pitch by 40/k,
+    for factors at both ends of the range and in between."""
+    sr, n = 8000, 8000
+    tone = np.sin(2 * np.pi * 200 * np.arange(n) / sr)
+    seen = set()
+    for seed in range(40):
+        y = augment.speed(tone, np.random.default_rng(seed), (0.9, 1.1))
+        factor = n / len(y)
+        assert 0.9 - 1e-9 <= factor <= 1.1 + 1e-9
+        seen.add(len(y))
+        f, p = scipy.signal.periodogram(y[200:-200], fs=sr)
+        assert abs(f[np.argmax(p)] - 200 * factor) < 3.0
+    assert len(seen) >= 6  # the grid of 1/40 steps, not one or two factors
+
+
+def test_speed_off_leaves_the_mixtures_unchanged(sampler):
+    """p_speed = 0 draws nothing, so recipes written before it make the same mixtures; on, the
+    speech itself changes (not just the noise)."""
+    import dataclasses
+
+    same = MixtureSampler(
+        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_speed=0.0)
+    )
+    on = MixtureSampler(
+        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_speed=1.0)
+    )
+    a, b, c = (s.example(5, 1, 0, 2)["speech"] for s in (sampler, same, on))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

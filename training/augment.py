@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.signal import butter, fftconvolve, sosfilt
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 SR = 8000
 
@@ -145,6 +145,15 @@ def concat_utterances(
         u = None
         mode = 0
     return out
+
+
+def speed(x: np.ndarray, rng: np.random.Generator, factors: tuple[float, float]) -> np.ndarray:
+    """``x`` played faster or slower by a factor drawn in ``factors`` (pitch and formants move
+    with it: 1.1 sounds like a smaller speaker, 0.9 a larger one; Ko et al. 2015's speed
+    perturbation): polyphase resampling on a grid of 1/40, so the factor is ``40 / k``."""
+    lo, hi = factors
+    k = int(rng.integers(int(np.ceil(40 / hi)), int(np.floor(40 / lo)) + 1))
+    return resample_poly(x, k, 40) if k != 40 else x
 
 
 def telephone_band(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

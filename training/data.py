@@ -8,7 +8,7 @@ would have drawn.
 Recipe of one training example (``MixConfig``):
 
 1. speech: a random crop of ``crop_s`` seconds; short clips (FSDD digits) are concatenated
-   with short gaps until the crop is full;
+   with short gaps until the crop is full; optionally each utterance sped up or slowed down;
 2. optional room reverberation (synthetic exponentially decaying RIR); the target is then the
    *early* reverberation (direct path + 50 ms), the late tail is treated as noise;
 3. noise: a random crop of a real noise recording and/or synthetic noises (coloured, mains
@@ -85,6 +85,10 @@ class MixConfig:
     p_clip: float = 0.05
     p_reverb: float = 0.0  # off by default: the target stays dry speech
     p_silence: float = 0.03  # speech-free examples: the model must not invent speech
+    #: speed perturbation of each drawn utterance (augment.speed, factor in ``speed``): more
+    #: voices from the same speakers; drawn only when > 0 (old recipes: the same mixtures)
+    p_speed: float = 0.0
+    speed: tuple[float, float] = (0.9, 1.1)
     #: utterances are drawn speaker first, a speaker with probability ~ its duration**balance
     #: (1 = uniform over time, 0 = uniform over speakers; None = uniform over files, where one
     #: long single-voice source dominates); speaker = file name before "__", else its folder
@@ -95,7 +99,7 @@ class MixConfig:
     @staticmethod
     def from_dict(d: dict) -> MixConfig:
         d = dict(d)
-        for k in ("snr_db", "level_db"):
+        for k in ("snr_db", "level_db", "speed"):
             if k in d:
                 d[k] = tuple(d[k])
         return MixConfig(**d)
@@ -173,13 +177,19 @@ class MixtureSampler:
         self._group_p = np.cumsum(w / w.sum())
 
     def _pick(self, rng: np.random.Generator) -> np.ndarray:
-        """Speaker first (probability ~ duration**speaker_balance), then one of its files."""
-        if self.cfg.speaker_balance is None:
-            return self.speech[int(rng.integers(len(self.speech)))]
-        g = self._groups[
-            min(int(np.searchsorted(self._group_p, rng.random())), len(self._groups) - 1)
-        ]
-        return self.speech[int(g[int(rng.integers(len(g)))])]
+        """Speaker first (probability ~ duration**speaker_balance), then one of its files,
+        speed-perturbed with probability ``p_speed``."""
+        c = self.cfg
+        if c.speaker_balance is None:
+            u = self.speech[int(rng.integers(len(self.speech)))]
+        else:
+            g = self._groups[
+                min(int(np.searchsorted(self._group_p, rng.random())), len(self._groups) - 1)
+            ]
+            u = self.speech[int(g[int(rng.integers(len(g)))])]
+        if c.p_speed > 0 and rng.random() < c.p_speed:
+            u = aug.speed(u, rng, c.speed)
+        return u
 
     @classmethod
     def from_dirs(
