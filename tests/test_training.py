@@ -717,3 +717,33 @@ def test_bf16_autocast_on_the_cpu_trains(tmp_path):
     tr.run()
     assert _fixed_batch_loss(tr) < 0.85 * before
     assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+
+
+def test_mask_floor_trains_the_gain_the_engine_applies():
+    """loss.mask_floor_db = the export's attenuation limit: the losses see exactly the gain the
+    engine's processor applies (max(mask, floor)), with no gradient below the floor; 0 = the
+    mask itself."""
+    from rtdenoise.processor import MaskProcessor
+    from training.losses import LossConfig, shipped_gain
+
+    rng = np.random.default_rng(0)
+    mask = rng.uniform(0, 1, (1, 1, 40)).astype(np.float32) ** 3  # many below 0.1
+
+    class Fixed:  # a backend whose network answers with this mask
+        meta, block_frames, lookahead_frames = {}, 1, 0
+
+        def reset(self, channels):
+            pass
+
+        def step(self, ri):
+            return mask
+
+    proc = MaskProcessor(Fixed(), atten_lim_db=20.0)
+    out = np.zeros((1, 1, 40), np.complex64)
+    proc.process(np.ones((1, 1, 40), np.complex64), out)
+    m = torch.tensor(mask, requires_grad=True)
+    g = shipped_gain(m, LossConfig(mask_floor_db=20.0))
+    np.testing.assert_allclose(g.detach().numpy(), out.real, rtol=1e-6)
+    g.sum().backward()
+    assert torch.equal(m.grad, (m >= 0.1).float()) and 0 < float((m < 0.1).sum()) < 40
+    assert shipped_gain(m, LossConfig()) is m

@@ -43,10 +43,21 @@ class LossConfig:
     #: and STOI punish and an average over all frames barely sees (0: off)
     w_onset: float = 0.0
     onset_ms: float = 100.0
+    #: train the gain the engine applies: ``max(mask, 10**(-mask_floor_db/20))``, the export's
+    #: attenuation limit, so no loss term pays for noise pushed below what ships (0: off)
+    mask_floor_db: float = 0.0
 
     def __post_init__(self) -> None:
         if self.norm not in ("noisy", "speech"):
             raise ValueError(f"loss.norm must be 'noisy' or 'speech', got {self.norm!r}")
+
+
+def shipped_gain(mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """The gain the losses see: the mask, floored at the attenuation limit if one is set (as
+    ``rtdenoise.processor`` floors it at inference; no gradient below the floor)."""
+    if cfg.mask_floor_db <= 0:
+        return mask
+    return mask.clamp_min(10 ** (-cfg.mask_floor_db / 20))
 
 
 def _mag(spec: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,7 @@ from .data import DATA_ROOT_VAR, MixConfig, MixtureSampler, data_root, resolve_p
 from .losses import (
     LossConfig,
     onset_weight,
+    shipped_gain,
     si_sdr_loss,
     spectral_loss,
     stoi_loss,
@@ -474,7 +475,7 @@ class Trainer:
         amp = self.device.type == "cuda" or bool(self.t_cfg.get("bf16_cpu", False))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             mask, vq_loss, ppl = self.net(nspec)
-        mask = mask.float()
+        mask = shipped_gain(mask.float(), self.loss_cfg)
         est = nspec * mask.unsqueeze(-1)
         onset = None
         if self.loss_cfg.w_onset > 0:
