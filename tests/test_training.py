@@ -653,6 +653,13 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert {**sis, "seed": comp["seed"], "loss": comp["loss"], "train": comp["train"]} == comp
     assert sis["loss"] == {**comp["loss"], "w_sisdr": 0.03} and sis["seed"] != comp["seed"]
     assert sis["train"] == {**comp["train"], "steps": 10000, "init": "runs/soup/soup13_c2.pt"}
+    # the floor line: the SI-SDR recipe trained on the gain the engine applies (the twelfth
+    # session's floor arm), from the shipped weights, a shorter schedule
+    flo = json.loads((cfgs / "rt_wide2_floor.json").read_text())
+    assert {**flo, "seed": sis["seed"], "loss": sis["loss"], "train": sis["train"]} == sis
+    assert flo["loss"] == {**sis["loss"], "mask_floor_db": 20.0} and flo["seed"] != sis["seed"]
+    assert flo["train"] == {**sis["train"], "steps": 7000, "init": "rtdenoise/models/lowlat.pt"}
+    assert flo["loss"]["mask_floor_db"] == shipped["atten_lim_db"]
 
 
 def test_selection_score_follows_train_select():

@@ -528,12 +528,13 @@ class Trainer:
 
     @torch.no_grad()
     def enhance(self, noisy: np.ndarray, model: torch.nn.Module | None = None) -> np.ndarray:
-        """Offline forward of one utterance: noisy [n] -> enhanced [n] (float32)."""
+        """Offline forward of one utterance: noisy [n] -> enhanced [n] (float32), with the gain
+        floored as in training (``loss.mask_floor_db``, the engine's limit; else the mask)."""
         model = self.model if model is None else model
         model.eval()
         x = torch.from_numpy(noisy)[None].to(self.device)
         spec = self.stft.stft(x)
-        mask = model(spec)[0].float()
+        mask = shipped_gain(model(spec)[0].float(), self.loss_cfg)
         return self.stft.istft(spec * mask.unsqueeze(-1), x.shape[-1])[0].cpu().numpy()
 
     def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
