@@ -149,20 +149,6 @@ def test_shaped_noise_is_stationary_unit_rms_and_not_a_power_law():
         assert resid.std() > 2.0  # dB; a power law leaves ~0.5 (estimation noise)
 
 
-def test_shaped_noise_off_leaves_the_mixtures_unchanged(sampler):
-    """p_shaped = 0 draws nothing, so recipes written before it make the same mixtures."""
-    import dataclasses
-
-    same = MixtureSampler(
-        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_shaped=0.0)
-    )
-    on = MixtureSampler(
-        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_shaped=1.0)
-    )
-    a, b, c = (s.example(5, 1, 0, 2)["noisy"] for s in (sampler, same, on))
-    assert np.array_equal(a, b) and not np.array_equal(a, c)
-
-
 def test_speed_moves_pitch_and_duration_by_the_drawn_factor():
     """A 200 Hz tone played at factor 40/k: its length scales by k/40 and its pitch by 40/k,
     for factors at both ends of the range and in between."""
@@ -179,16 +165,15 @@ def test_speed_moves_pitch_and_duration_by_the_drawn_factor():
     assert len(seen) >= 6  # the grid of 1/40 steps, not one or two factors
 
 
-def test_speed_off_leaves_the_mixtures_unchanged(sampler):
-    """p_speed = 0 draws nothing, so recipes written before it make the same mixtures; on, the
-    speech itself changes (not just the noise)."""
+@pytest.mark.parametrize("knob, part", [("p_shaped", "noisy"), ("p_speed", "speech")])
+def test_an_augmentation_off_leaves_the_mixtures_unchanged(sampler, knob, part):
+    """p_shaped / p_speed = 0 draw nothing, so recipes written before them make the same
+    mixtures; on, the part they act on changes (the noise; the speech itself)."""
     import dataclasses
 
-    same = MixtureSampler(
-        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_speed=0.0)
+    same, on = (
+        MixtureSampler(sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, **{knob: p}))
+        for p in (0.0, 1.0)
     )
-    on = MixtureSampler(
-        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_speed=1.0)
-    )
-    a, b, c = (s.example(5, 1, 0, 2)["speech"] for s in (sampler, same, on))
+    a, b, c = (s.example(5, 1, 0, 2)[part] for s in (sampler, same, on))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
