@@ -588,9 +588,15 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert gpu["model"] == harm["model"]  # the comb line ships since 2026-12-01
     assert gpu["model"]["widths"] == shipped["model_config"]["widths"]
     assert gpu["model"]["harmonic_channel"] == shipped["model_config"]["harmonic_channel"]
-    # the shipped recipe since stage 14: the low-SNR one with the onset term, exponent 0.7 and
-    # the 3x SI-SDR term (rt_wide2_sisdr.json)
-    assert gpu["loss"] == {**lows["loss"], "w_onset": 2.0, "compress": 0.7, "w_sisdr": 0.03}
+    # the shipped recipe since stage 15: the low-SNR one with the onset term, exponent 0.7, the
+    # 3x SI-SDR term and the gain floored at the shipped limit (rt_wide2_floor.json)
+    assert gpu["loss"] == {
+        **lows["loss"],
+        "w_onset": 2.0,
+        "compress": 0.7,
+        "w_sisdr": 0.03,
+        "mask_floor_db": 20.0,
+    }
     assert (
         gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
     )
