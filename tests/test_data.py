@@ -165,9 +165,39 @@ def test_speed_moves_pitch_and_duration_by_the_drawn_factor():
     assert len(seen) >= 6  # the grid of 1/40 steps, not one or two factors
 
 
-@pytest.mark.parametrize("knob, part", [("p_shaped", "noisy"), ("p_speed", "speech")])
+def test_random_eq_is_stable_and_bounded():
+    """Every drawn EQ has its poles inside the unit circle and a bounded response over the
+    band: <= 15 dB either way, a tilt or a bump, never a notch that deletes speech; draws
+    differ."""
+    gains = []
+    for seed in range(200):
+        b, a = augment.random_eq(np.random.default_rng(seed))
+        assert np.all(np.abs(np.roots(a)) < 0.9)
+        _, h = scipy.signal.freqz(b, a, worN=256)
+        db = 20 * np.log10(np.abs(h))
+        assert db.max() < 16 and db.min() > -16
+        gains.append(db[-1] - db[0])
+    assert np.ptp(gains) > 10  # both tilts, several dB apart
+
+
+def test_eq_filters_speech_and_target_alike(sampler):
+    """With the EQ on (and no reverb) the target is still exactly the speech in the mixture:
+    the model learns to remove noise, not to undo the microphone."""
+    import dataclasses
+
+    on = MixtureSampler(
+        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_eq=1.0, p_reverb=0.0)
+    )
+    for i in range(4):
+        ex = on.example(7, 3, 0, i)
+        np.testing.assert_allclose(ex["target"], ex["speech"], atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "knob, part", [("p_shaped", "noisy"), ("p_speed", "speech"), ("p_eq", "speech")]
+)
 def test_an_augmentation_off_leaves_the_mixtures_unchanged(sampler, knob, part):
-    """p_shaped / p_speed = 0 draw nothing, so recipes written before them make the same
+    """p_shaped / p_speed / p_eq = 0 draw nothing, so recipes written before them make the same
     mixtures; on, the part they act on changes (the noise; the speech itself)."""
     import dataclasses
 

@@ -165,6 +165,15 @@ def telephone_band(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return sosfilt(sos, x), sos
 
 
+def random_eq(rng: np.random.Generator, r: float = 0.375) -> tuple[np.ndarray, np.ndarray]:
+    """A random second-order pole-zero filter ``(b, a)``: ``(1 + r1 z^-1 + r2 z^-2) /
+    (1 + r3 z^-1 + r4 z^-2)`` with each ``r_i`` uniform in ``[-r, r]`` (RNNoise's training
+    trick for microphones and channels it never saw: tilts and bumps of up to ~+-15 dB).
+    Stable for ``r < 0.5`` (the poles stay inside the unit circle)."""
+    c = rng.uniform(-r, r, 4)
+    return np.array([1.0, c[0], c[1]]), np.array([1.0, c[2], c[3]])
+
+
 def synthetic_rir(
     rng: np.random.Generator, rt60_s: tuple[float, float] = (0.15, 0.7), early_ms: float = 50.0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,8 @@ Recipe of one training example (``MixConfig``):
    *early* reverberation (direct path + 50 ms), the late tail is treated as noise;
 3. noise: a random crop of a real noise recording and/or synthetic noises (coloured, mains
    hum, clicks/keyboard, babble of other utterances), mixed at random relative levels;
-4. optional telephone band-limiting applied identically to speech, target and noise;
+4. optional random EQ (a second-order filter) on the speech and target alike and another on
+   the noise; optional telephone band-limiting applied identically to speech, target and noise;
 5. the noise is scaled so that the SNR *of the produced mixture*, power(speech) /
    power(noisy - speech), equals the drawn SNR (uniform in ``snr_db``);
 6. random level (RMS of the mixture in ``level_db`` dBFS), peak-limited to 0.99, and optional
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import lfilter
 from tqdm import tqdm
 
 from rtdenoise.errors import UserError
@@ -89,6 +91,10 @@ class MixConfig:
     #: voices from the same speakers; drawn only when > 0 (old recipes: the same mixtures)
     p_speed: float = 0.0
     speed: tuple[float, float] = (0.9, 1.1)
+    #: a random second-order EQ (augment.random_eq) on the speech and the target alike, and an
+    #: independent one on the noise, each with this probability: voices through microphones and
+    #: channels the corpus does not have; drawn only when > 0 (old recipes: the same mixtures)
+    p_eq: float = 0.0
     #: utterances are drawn speaker first, a speaker with probability ~ its duration**balance
     #: (1 = uniform over time, 0 = uniform over speakers; None = uniform over files, where one
     #: long single-voice source dominates); speaker = file name before "__", else its folder
@@ -245,6 +251,12 @@ class MixtureSampler:
             rir, early = aug.synthetic_rir(rng)
             speech, target = aug.convolve(speech, rir), aug.convolve(speech, early)
         noise = self._noise(n, rng)
+        if c.p_eq > 0:
+            if rng.random() < c.p_eq:
+                b, a = aug.random_eq(rng)
+                speech, target = lfilter(b, a, speech), lfilter(b, a, target)
+            if rng.random() < c.p_eq:
+                noise = lfilter(*aug.random_eq(rng), noise)
         if rng.random() < c.p_telephone:
             speech, sos = aug.telephone_band(speech, rng)
             target = aug.sosfilt(sos, target)
