@@ -666,6 +666,11 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert flo["loss"] == {**sis["loss"], "mask_floor_db": 20.0} and flo["seed"] != sis["seed"]
     assert flo["train"] == {**sis["train"], "steps": 7000, "init": "rtdenoise/models/lowlat.pt"}
     assert flo["loss"]["mask_floor_db"] == shipped["atten_lim_db"]
+    # the EQ line: the floor recipe with RNNoise's random EQ on half the speech and noise (the
+    # thirteenth session's EQ arm), a new seed; nothing else
+    eq = json.loads((cfgs / "rt_wide2_eq.json").read_text())
+    assert {**eq, "seed": flo["seed"], "data": flo["data"]} == flo and eq["seed"] != flo["seed"]
+    assert eq["data"] == {**flo["data"], "mix": {**flo["data"]["mix"], "p_eq": 0.5}}
 
 
 def test_selection_score_follows_train_select():
