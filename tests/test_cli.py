@@ -41,6 +41,23 @@ def test_top_level_help_lists_every_subcommand(capsys):
         assert name in out
 
 
+def test_file_help_states_the_shipped_models_size(capsys):
+    """`rtdenoise file --help` names the default model's parameter count: it must follow the
+    shipped checkpoint when the network is widened again (it said 40 k long after 227 k)."""
+    import re
+
+    from rtdenoise.model import load_checkpoint, model_complexity
+
+    try:
+        main(["file", "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    said = int(re.search(r"(\d+) k parameters", capsys.readouterr().out).group(1))
+    root = Path(__file__).resolve().parent.parent
+    params = model_complexity(load_checkpoint(root / "rtdenoise/models/lowlat.pt").cfg)["params"]
+    assert said == round(params / 1000)
+
+
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
