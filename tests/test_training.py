@@ -589,7 +589,8 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert gpu["model"]["widths"] == shipped["model_config"]["widths"]
     assert gpu["model"]["harmonic_channel"] == shipped["model_config"]["harmonic_channel"]
     # the shipped recipe since stage 15: the low-SNR one with the onset term, exponent 0.7, the
-    # 3x SI-SDR term and the gain floored at the shipped limit (rt_wide2_floor.json)
+    # 3x SI-SDR term and the gain floored at the shipped limit (rt_wide2_floor.json; the EQ
+    # line, rt_wide2_eq.json, adds only p_eq)
     assert gpu["loss"] == {
         **lows["loss"],
         "w_onset": 2.0,
@@ -597,9 +598,9 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
         "w_sisdr": 0.03,
         "mask_floor_db": 20.0,
     }
-    assert (
-        gpu["data"]["mix"] == lows["data"]["mix"] and gpu["train"]["init"] == lows["train"]["init"]
-    )
+    # and since stage 17 its mixtures with the random EQ on half the speech and noise
+    assert gpu["data"]["mix"] == {**lows["data"]["mix"], "p_eq": 0.5}
+    assert gpu["train"]["init"] == lows["train"]["init"]
     assert lows["model"] == run["model"] and lows["train"]["init"] == "rtdenoise/models/lowlat.pt"
     assert lows["loss"] == {**run["loss"], "w_stoi": 1.0}
     assert lows["data"] == {**run["data"], "mix": {**run["data"]["mix"], "snr_db": [-10, 15]}}
