@@ -49,7 +49,7 @@ class Denoiser:
         ``rtdenoise/models/lowlat.onnx``, 15.4 ms STFT latency) or 'standard' (the design's
         symmetric framing, ``rtdenoise/models/default.onnx``, 64.75 ms); not with ``model``
         (a model runs on the framing it was trained for).
-    atten_lim_db: most attenuation in dB, >= 0 (None = the model's own: 20 dB for the
+    atten_lim_db: most attenuation in dB, >= 0 (None = the model's own: 40 dB for the
         low-latency model and the standard one; 100 = effectively no limit).
     wet: dry/wet mix in [0, 1] (None = 1, fully denoised).
     backend: 'onnx', 'torchscript' or 'torch' (the last two need torch); None = from the model

@@ -14,9 +14,9 @@ Ctrl-C never leaves a half-written file, and the input is never touched.
 The default model is the shipped low-latency one, rtdenoise/models/lowlat.onnx on ONNX Runtime
 (no torch): a causal VQ-VAE SE-U-Net for 8 kHz telephone-band speech, 227 k parameters, on the
 15.4 ms low-latency STFT framing, run on 16 frames per model call (its cheapest; the latency
-this adds is removed from files), gain never below -20 dB (--atten-lim-db changes that).
+this adds is removed from files), gain never below -40 dB (--atten-lim-db changes that).
 --latency-mode standard runs the standard-framing model instead (rtdenoise/models/default.onnx,
-a name from before it stopped being the default: 64.75 ms, -20 dB). How they were trained and
+a name from before it stopped being the default: 64.75 ms, -40 dB). How they were trained and
 their limits: docs/MODEL_CARD.md. The model
 denoises the band up to 4 kHz; at higher rates the output is full band, the band above following
 the model's gain (--narrowband: the telephone band only, 0-3.4 kHz, as before). --passthrough
@@ -149,7 +149,7 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         type=float,
         metavar="DB",
         help="most attenuation the mask may apply, in dB: lower keeps more of the speech and "
-        "more of the noise (default: the model's own, 20 dB for both shipped models; "
+        "more of the noise (default: the model's own, 40 dB for both shipped models; "
         "100 = no limit)",
     )
     group.add_argument(
