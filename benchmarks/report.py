@@ -252,6 +252,22 @@ def per_snr_table(res: dict, key: str, fmt: str) -> str:
     return _table(["system"] + [f"{s:g} dB" for s in snrs], rows)
 
 
+def per_source_table(res: dict, key: str, fmt: str) -> str:
+    """One row per system, one column per speech source (``""`` if the set has none)."""
+    q = res.get("quality", {}).get("test", {})
+    sources = sorted({s for e in q.values() for s in e.get("per_source", {})})
+    if not sources:
+        return ""
+    rows = []
+    for name in order(list(q)):
+        per = q[name].get("per_source", {})
+        vals = [_mean(per.get(s), key) for s in sources]
+        if all(v is None for v in vals):
+            continue
+        rows.append([label(name)] + [_fmt(v, fmt) for v in vals])
+    return _table(["system"] + sources, rows)
+
+
 def seed_per_file_table(res: dict) -> str:
     q = res.get("quality", {}).get("seed", {})
     files = sorted({f for e in q.values() for f in e.get("per_file", {})})
@@ -587,6 +603,11 @@ def render(res: dict, images: dict[str, str]) -> str:
         if key not in ("pesq", "stoi", "si_sdr", "nsr", "ovrl"):
             continue
         lines += [f"**{title}**", "", per_snr_table(res, key, fmt), ""]
+    if per_source_table(res, "stoi", "{:.3f}"):
+        lines += ["### Per speech source (the corpus's `clean.csv`)", ""]
+        for key, title, fmt in METRICS:
+            if key in ("pesq", "stoi", "si_sdr"):
+                lines += [f"**{title}**", "", per_source_table(res, key, fmt), ""]
     lines += [
         "### DNSMOS",
         "",

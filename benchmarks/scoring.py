@@ -244,7 +244,8 @@ def run_quality(
                         _example_key(ds, it.id, name, cache.key)
                     cache.put(row)
                     have[it.id] = cache.rows[it.id]
-            rows = list(have.values())
+            src = {it.id: it.source for it in items if it.source}
+            rows = [{**r, "source": src[r["id"]]} if r["id"] in src else r for r in have.values()]
             log.info("%s/%s: %d files (%d new)", ds, name, len(rows), len(todo))
             out[ds][name] = rows
     return out
@@ -290,7 +291,8 @@ def common_ids(by_sys: dict[str, list[dict]]) -> set[str]:
 def aggregate(
     rows: dict[str, dict[str, list[dict]]], dnsmos_ids: set[str] | None = None
 ) -> tuple[dict, dict]:
-    """rows[dataset][system] -> ({dataset: {system: {overall, per_snr | per_file}}}, coverage).
+    """rows[dataset][system] -> ({dataset: {system: {overall, per_snr, per_source | per_file}}},
+    coverage).
 
     Every system is summarised on the same files: those scored by all systems of the dataset;
     DNSMOS on those of this run's DNSMOS files (``"dataset/id"``) that every system has.
@@ -321,6 +323,11 @@ def aggregate(
             if snrs:
                 entry["per_snr"] = {
                     f"{s:g}": summarize([r for r in rs if r.get("snr") == s]) for s in snrs
+                }
+            sources = sorted({r["source"] for r in rs if r.get("source")})
+            if len(sources) > 1:
+                entry["per_source"] = {
+                    s: summarize([r for r in rs if r.get("source") == s]) for s in sources
                 }
             if ds == "seed":
                 entry["per_file"] = {

@@ -78,6 +78,8 @@ class Item:
     noise_offset: int = 0
     noisy_path: str = ""
     original_path: str = ""
+    #: the speech's source corpus (``clean.csv``'s ``corpus`` column beside a ``pairs.csv``)
+    source: str = ""
 
     @property
     def rate(self) -> int:
@@ -108,6 +110,17 @@ class Item:
         return out
 
 
+def speech_sources(split: Path) -> dict[str, str]:
+    """``{clean file: corpus}`` from a corpus split's ``clean.csv`` (empty without one): the
+    comparison reports each source apart, since a set's mean hides which speech a system
+    trails on (short words and continuous sentences differ)."""
+    meta = split / "clean.csv"
+    if not meta.exists():
+        return {}
+    with open(meta, newline="") as f:
+        return {r["file"]: r["corpus"] for r in csv.DictReader(f) if r.get("corpus")}
+
+
 def load_pairs(path: Path, limit: int | None) -> list[Item]:
     """Rows of a ``pairs.csv``; ``limit`` picks rows evenly spread within each SNR."""
     if not path.exists():
@@ -115,6 +128,7 @@ def load_pairs(path: Path, limit: int | None) -> list[Item]:
     base = path.parent
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    sources = speech_sources(base)
     items = [
         Item(
             dataset="test",
@@ -123,6 +137,7 @@ def load_pairs(path: Path, limit: int | None) -> list[Item]:
             clean_path=str(base / r["clean"]),
             noise_path=str(base / r["noise"]),
             noise_offset=int(r["noise_offset"]),
+            source=sources.get(r["clean"], ""),
         )
         for r in rows
     ]

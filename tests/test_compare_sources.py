@@ -1,0 +1,63 @@
+"""benchmarks.compare's per-source breakdown: each pair carries its speech's corpus (from the
+split's ``clean.csv``), and the summary reports every source apart, on the same files for
+every system, so a set's mean cannot hide which speech a system trails on."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import per_source_table
+from benchmarks.scoring import aggregate
+from benchmarks.sets import load_pairs
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_pairs_carry_their_speech_source(tmp_path: Path) -> None:
+    _write_csv(
+        tmp_path / "clean.csv",
+        [
+            {"file": "clean/a__1.flac", "corpus": "digits", "speaker": "a"},
+            {"file": "clean/b__1.flac", "corpus": "sentences", "speaker": "b"},
+        ],
+    )
+    pairs = [
+        {"clean": "clean/a__1.flac", "noise": "noise/n.flac", "noise_offset": 0, "snr_db": -5},
+        {"clean": "clean/b__1.flac", "noise": "noise/n.flac", "noise_offset": 3, "snr_db": 0},
+        {"clean": "clean/c__1.flac", "noise": "noise/n.flac", "noise_offset": 0, "snr_db": 5},
+    ]
+    _write_csv(tmp_path / "pairs.csv", pairs)
+    items = load_pairs(tmp_path / "pairs.csv", None)
+    assert [i.source for i in items] == ["digits", "sentences", ""]  # "" where not listed
+    (tmp_path / "clean.csv").unlink()  # a pairs file without the corpus's metadata still loads
+    assert [i.source for i in load_pairs(tmp_path / "pairs.csv", None)] == ["", "", ""]
+
+
+def test_summary_reports_each_source_on_common_files() -> None:
+    def row(i: int, source: str, stoi: float) -> dict:
+        return {"id": f"f{i}", "snr": 0.0, "dur_s": 1.0, "stoi": stoi, "source": source}
+
+    ours = [row(0, "digits", 0.9), row(1, "digits", 0.8), row(2, "sentences", 0.6)]
+    peer = [row(0, "digits", 0.7), row(1, "digits", 0.7), row(2, "sentences", 0.7)]
+    peer.append(row(3, "sentences", 0.1))  # scored by one system only: left out of both
+    res, _ = aggregate({"test": {"ours": ours, "peer": peer}})
+    per = {n: e["per_source"] for n, e in res["test"].items()}
+    assert per["ours"]["digits"]["stoi"]["mean"] == pytest.approx(0.85)
+    assert per["ours"]["sentences"]["stoi"]["mean"] == pytest.approx(0.6)
+    assert per["peer"]["sentences"]["stoi"]["mean"] == pytest.approx(0.7)
+    assert per["peer"]["sentences"]["files"] == 1
+    # the overall mean favours "ours"; the per-source rows show where it trails
+    overall = {n: e["overall"]["stoi"]["mean"] for n, e in res["test"].items()}
+    assert overall["ours"] > overall["peer"]
+    table = per_source_table({"quality": res}, "stoi", "{:.3f}")
+    header, _, *body = table.splitlines()
+    assert [c.strip() for c in header.strip("|").split("|")] == ["system", "digits", "sentences"]
+    assert len(body) == 2 and "0.600" in table and "0.700" in table
+    one, _ = aggregate({"test": {"ours": [row(0, "digits", 0.9), row(1, "digits", 0.8)]}})
+    assert "per_source" not in one["test"]["ours"]  # a single source adds nothing to the mean
