@@ -666,12 +666,22 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert {**flo, "seed": sis["seed"], "loss": sis["loss"], "train": sis["train"]} == sis
     assert flo["loss"] == {**sis["loss"], "mask_floor_db": 20.0} and flo["seed"] != sis["seed"]
     assert flo["train"] == {**sis["train"], "steps": 7000, "init": "rtdenoise/models/lowlat.pt"}
-    assert flo["loss"]["mask_floor_db"] == shipped["atten_lim_db"]
+    # (the shipped limit when it was written; the models ship at 40 dB since the fourteenth
+    # session, and a line trained at 40 dB has not beaten this one yet)
+    assert flo["loss"]["mask_floor_db"] == 20.0 and shipped["atten_lim_db"] >= 20.0
     # the EQ line: the floor recipe with RNNoise's random EQ on half the speech and noise (the
     # thirteenth session's EQ arm), a new seed; nothing else
     eq = json.loads((cfgs / "rt_wide2_eq.json").read_text())
     assert {**eq, "seed": flo["seed"], "data": flo["data"]} == flo and eq["seed"] != flo["seed"]
     assert eq["data"] == {**flo["data"], "mix": {**flo["data"]["mix"], "p_eq": 0.5}}
+    # the 40 dB line: the EQ recipe trained on the gain the engine applies since the limit
+    # went to 40 dB, at a third of the peak lr (the fourteenth session's lr1f40 arm); a new
+    # seed, nothing else
+    f40 = json.loads((cfgs / "rt_wide2_f40.json").read_text())
+    assert {**f40, "seed": eq["seed"], "loss": eq["loss"], "optim": eq["optim"]} == eq
+    assert f40["loss"] == {**eq["loss"], "mask_floor_db": 40.0} and f40["seed"] != eq["seed"]
+    assert f40["optim"] == {**eq["optim"], "lr": 1e-4}
+    assert f40["loss"]["mask_floor_db"] == shipped["atten_lim_db"]
 
 
 def test_selection_score_follows_train_select():
