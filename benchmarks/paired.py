@@ -50,26 +50,34 @@ def _sha(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def export_candidate(ckpt: Path, atten_lim_db: float | None) -> Path:
+def export_candidate(ckpt: Path, atten_lim_db: float | None, postfilter: float | None) -> Path:
     """A checkpoint's ONNX export (as ``lowlat``), made once and kept under the cache."""
     from rtdenoise.export import export_all
 
     tag = _sha(ckpt) + ("" if atten_lim_db is None else f"-att{atten_lim_db:g}")
+    tag += "" if postfilter is None else f"-pf{postfilter:g}"
     out = CACHE / "models" / tag
     if not (out / "lowlat.onnx").exists():
         tmp = out.with_name(out.name + ".tmp")
-        export_all(ckpt, tmp, "lowlat", torchscript=False, atten_lim_db=atten_lim_db)
+        export_all(
+            ckpt,
+            tmp,
+            "lowlat",
+            torchscript=False,
+            atten_lim_db=atten_lim_db,
+            pitch_postfilter=postfilter,
+        )
         tmp.replace(out)
     return out
 
 
-def build(spec: str, atten_lim_db: float | None) -> peers.System:
+def build(spec: str, atten_lim_db: float | None, postfilter: float | None) -> peers.System:
     """One side of the comparison -> a system whose ``version`` keys its cached scores."""
     if spec == SHIPPED:
         return peers.RtDenoise("onnx", None, latency_mode="low")
     path = Path(spec)
     if path.suffix == ".pt" and path.is_file():
-        path = export_candidate(path, atten_lim_db)
+        path = export_candidate(path, atten_lim_db, postfilter)
     if path.is_dir():
         if not (path / "lowlat.onnx").exists():
             raise SystemExit(f"{spec}: no lowlat.onnx in this folder")
@@ -144,12 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="attenuation limit for checkpoint sides (default: what their export stores)",
     )
+    p.add_argument(
+        "--pitch-postfilter",
+        type=float,
+        default=None,
+        help="pitch post-filter strength for checkpoint sides (default: none stored, i.e. off)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the statistics here")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message="Not enough STFT frames")
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     items = load_pairs(args.pairs, args.limit)
-    sides = [build(s, args.atten_lim_db) for s in (args.a, args.b)]
+    sides = [build(s, args.atten_lim_db, args.pitch_postfilter) for s in (args.a, args.b)]
     rows = []
     for s in sides:
         out = run_quality([(s, s.name, s.version)], {"test": items}, set(), set())

@@ -82,7 +82,16 @@ def _down(y: np.ndarray, rate: int, n: int, rate_out: int = SAMPLE_RATE) -> np.n
 
 REPO = Path(__file__).resolve().parent.parent
 #: the runtime modules whose code decides rtdenoise's output (part of its cache key)
-ENGINE_MODULES = ("streamer", "stft", "processor", "backends", "ring", "resample", "bandsplit")
+ENGINE_MODULES = (
+    "streamer",
+    "stft",
+    "processor",
+    "backends",
+    "ring",
+    "resample",
+    "bandsplit",
+    "postfilter",
+)
 
 
 def _engine_digest() -> str:

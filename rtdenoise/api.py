@@ -52,6 +52,9 @@ class Denoiser:
     atten_lim_db: most attenuation in dB, >= 0 (None = the model's own: 40 dB for the
         low-latency model and the standard one; 100 = effectively no limit).
     wet: dry/wet mix in [0, 1] (None = 1, fully denoised).
+    pitch_postfilter: strength in [0, 1] of the pitch comb on the output
+        (:mod:`rtdenoise.postfilter`; None = the model's own: 0.2 for the low-latency model,
+        0 = off).
     backend: 'onnx', 'torchscript' or 'torch' (the last two need torch); None = from the model
         file name (``*.jit.pt`` torchscript, ``*.pt`` torch, else onnx).
     block_frames: STFT frames per model call, 1..16 (None = the model's, 4): each frame more
@@ -79,6 +82,7 @@ class Denoiser:
         latency_mode: str | None = None,
         passthrough: bool = False,
         narrowband: bool = False,
+        pitch_postfilter: float | None = None,
         _whole_signals: bool = False,
     ) -> None:
         from .file_mode import FILE_BLOCK_FRAMES, build_processor, model_block_frames
@@ -87,6 +91,8 @@ class Denoiser:
         self.sample_rate = _positive_int("sample_rate", sample_rate)
         self.channels = _positive_int("channels", channels)
         backend = _check_options(model, atten_lim_db, wet, backend, block_frames, latency_mode)
+        if pitch_postfilter is not None and not 0.0 <= pitch_postfilter <= 1.0:
+            raise ValueError(f"pitch_postfilter must be between 0 and 1, got {pitch_postfilter!r}")
         # whole signals only (``denoise()``): as ``rtdenoise file``, the cheapest block size
         # with the output of the model's own (the latency is removed anyway)
         align = _whole_signals and block_frames is None
@@ -101,6 +107,7 @@ class Denoiser:
                 wet=None if wet is None else float(wet),
                 block_frames=None if block_frames is None else int(block_frames),
                 latency_mode=latency_mode,
+                pitch_postfilter=None if pitch_postfilter is None else float(pitch_postfilter),
             )
         except UserError as exc:  # e.g. a model file that does not load: one clear line
             raise ValueError(str(exc)) from None
@@ -184,8 +191,8 @@ def denoise(audio: np.ndarray, sample_rate: int, **options: Any) -> np.ndarray:
 
     audio: float (+-1.0) or int16/int32 samples, soundfile's layout (samples along axis 0).
     options: the keyword arguments of :class:`Denoiser` (``model``, ``latency_mode``,
-        ``atten_lim_db``, ``wet``, ``backend``, ``block_frames``, ``passthrough``,
-        ``narrowband``); the channels come from ``audio``.
+        ``atten_lim_db``, ``wet``, ``pitch_postfilter``, ``backend``, ``block_frames``,
+        ``passthrough``, ``narrowband``); the channels come from ``audio``.
 
     Loads the model on every call: to denoise many signals, make one :class:`Denoiser` and
     call its ``denoise``. Equals ``rtdenoise file`` on the same samples, and runs the model as

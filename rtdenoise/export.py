@@ -111,9 +111,11 @@ def metadata(
     model: DenoiserNet,
     block_frames: int = DEFAULT_BLOCK_FRAMES,
     atten_lim_db: float | None = None,
+    pitch_postfilter: float | None = None,
 ) -> dict:
     """What a runtime needs besides the graph: framing, block, lookahead, states, config, and
-    the default attenuation limit (``atten_lim_db``, if chosen for this model)."""
+    the default attenuation limit (``atten_lim_db``) and pitch post-filter strength
+    (``pitch_postfilter``), where chosen for this model."""
     stft = model.cfg.stft
     names = model.state_names()
     shapes = [list(s.shape[1:]) for s in model.init_state(1)]
@@ -128,6 +130,7 @@ def metadata(
         },
         "block_frames": int(block_frames),
         **({} if atten_lim_db is None else {"atten_lim_db": float(atten_lim_db)}),
+        **({} if pitch_postfilter is None else {"pitch_postfilter": float(pitch_postfilter)}),
         "lookahead_frames": int(model.cfg.lookahead_frames),
         "inputs": ["spec"] + names,
         "outputs": output_names(names),
@@ -266,6 +269,7 @@ def export_all(
     block_frames: int = DEFAULT_BLOCK_FRAMES,
     torchscript: bool = True,
     atten_lim_db: float | None = None,
+    pitch_postfilter: float | None = None,
 ) -> dict[str, Path]:
     """Checkpoint -> ``NAME.{onnx,jit.pt,json,pt}`` in out_dir; returns the written paths."""
     model = load_checkpoint(ckpt)
@@ -274,7 +278,7 @@ def export_all(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fused = inference_copy(model)
-    meta = metadata(fused, block_frames, atten_lim_db)
+    meta = metadata(fused, block_frames, atten_lim_db, pitch_postfilter)
     paths = {
         "onnx": out / f"{name}.onnx",
         "json": out / f"{name}.json",
@@ -318,6 +322,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default attenuation limit stored in the metadata, used when a user gives none "
         "(choose it on validation data; default: no limit)",
     )
+    parser.add_argument(
+        "--pitch-postfilter",
+        type=float,
+        metavar="S",
+        help="default strength 0..1 of the pitch comb on the output, stored in the metadata "
+        "(choose it on validation data; default: none, i.e. off)",
+    )
     parser.add_argument("--no-torchscript", action="store_true", help="ONNX only")
     parser.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -327,6 +338,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--block-frames must be in 1..16, got {args.block_frames}")
     if args.atten_lim_db is not None and not args.atten_lim_db >= 0:
         raise UserError(f"--atten-lim-db must be >= 0, got {args.atten_lim_db}")
+    pf = args.pitch_postfilter
+    if pf is not None and not 0.0 <= pf <= 1.0:
+        raise UserError(f"--pitch-postfilter must be between 0 and 1, got {pf}")
     paths = export_all(
         args.checkpoint,
         args.out_dir,
@@ -334,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
         args.block_frames,
         torchscript=not args.no_torchscript,
         atten_lim_db=args.atten_lim_db,
+        pitch_postfilter=pf,
     )
     for kind, p in paths.items():
         print(f"{kind}: {p}")

@@ -10,8 +10,9 @@ from two compiled functions:
 * :func:`_hop_in`: the high band's meter and delay line, the down-resampler, the analyzer's
   push and its one frame (the split DFT);
 * the backend's step (Python: the compiled network frame or held frame, or the graph);
-* :func:`_hop_out`: the mask, the partial inverse and overlap-add, the latency ring, the
-  band-split gain, the up-resampler, the rate FIFO, the high band's resampler, FIFO and mix.
+* :func:`_hop_out`: the mask, the partial inverse and overlap-add, the pitch post-filter, the
+  latency ring, the band-split gain, the up-resampler, the rate FIFO, the high band's
+  resampler, FIFO and mix.
 
 It takes a call only in the engine's steady state, where that call is exactly one hop: the
 device rate an integer multiple of 8 kHz, one channel, a mask processor of one frame per call
@@ -29,6 +30,7 @@ from numba import njit
 
 from .bandsplit import _circ_write, _combine, _frame_ratios, _gain_track, _meter, _mix, _pack
 from .frame_dft import window_rdft
+from .postfilter import MIN_CORR, _comb, _push
 from .processor import MaskProcessor, _gain_apply
 from .resample import _decimate, _interpolate
 from .ring import _flat_in, _flat_out
@@ -68,6 +70,22 @@ class HopPath:
         self._xs2 = sy._xs_seg[0, :1]  # [1, S]
         proc = core.processor
         self._gain32 = np.array([proc.floor, proc.wet, proc._dry], np.float32)
+        pf = core.postfilter
+        self._pf = (
+            (
+                True,
+                pf._work,
+                pf._energy,
+                pf._track,
+                pf._input,
+                pf.counts,
+                pf.strength,
+                pf.lag,
+                pf.corr,
+            )
+            if pf is not None
+            else _NO_POSTFILTER
+        )
         if self.band is not None:
             b, g = self.band, self.gain
             self._bf = np.array(
@@ -177,7 +195,7 @@ class HopPath:
             ring._flat, (ring._written % ring.capacity), (ring._consumed % ring.capacity), self._z8,
             rs_out._buf, rs_out.taps, rs_out._acc, self._w_dev,
             fifo._flat, (fifo._written % fifo.capacity), (fifo._consumed % fifo.capacity), out2,
-            self._y8, *split,
+            self._y8, *self._pf, *split,
         )  # fmt: skip
         if band is not None:
             g._n_in += 1
@@ -208,6 +226,8 @@ _F64_1, _F64_2 = np.zeros(1), np.zeros((1, 1))
 _F32_1, _F32_2 = np.zeros(1, np.float32), np.zeros((1, 1), np.float32)
 _NO_METER = (False, np.zeros((1, 6)), np.zeros((1, 1, 2)), 0, np.zeros(10), _F64_1, _F64_2, 0, 0,
              _F32_2, 0)  # fmt: skip
+_NO_POSTFILTER = (False, _F32_2, _F64_2, np.zeros(1, np.int64), _F32_2, np.zeros(3, np.int64), 0.0,
+                  np.zeros(1, np.int64), np.zeros(1, np.float32))  # fmt: skip
 _NO_SPLIT = (False, np.zeros(5, np.int64), np.zeros(10), 0, 0, np.zeros((1, 1, 2)),
              np.zeros((1, 1, 2)), 0, 0, _F64_2, _F64_1, _F64_2, 0, _F64_1, _F32_2,
              _F32_2, 0, _F32_2, _F32_2, _F32_2, _F32_1, _F32_2, _F32_2, 0, _F32_2, 0)  # fmt: skip
@@ -235,11 +255,14 @@ def _hop_out(frame, mask, g32, proc,
              ring, ring_w, ring_r, z8,
              o_buf, o_taps, o_acc, w_dev,
              fifo, fifo_w, fifo_r, out, y8,
+             pf_on, pf_work, pf_energy, pf_track, pf_input, pf_counts, pf_strength,
+             pf_lag, pf_corr,
              band_on, bi, bf, n_in, n_out, e_in, ratios, f0, f1,
              e_hi, noise, raw, released, smooth, track,
              ybuf, p8, pack, u_buf, u_taps, u_acc,
              pack_dev, b_fifo, b_written, xbuf, t_out):  # fmt: skip  # pragma: no cover
-    """Mask, synthesis, latency ring, band-split gain, up-resampler, rate FIFO, high band."""
+    """Mask, synthesis, pitch post-filter, latency ring, band-split gain, up-resampler, rate
+    FIFO, high band."""
     _gain_apply(frame, mask, g32[0], g32[1], g32[2], proc)
     for k in range(s_ri.shape[1] // 2):  # the synthesizer's copy of the frame, (re, im)
         v = proc[0, 0, k]
@@ -247,6 +270,10 @@ def _hop_out(frame, mask, g32, proc,
         s_ri[0, 2 * k + 1] = v.imag
     np.dot(s_ri, partial, xs2)
     _overlap_add(s_acc, xs, wsyn, hop, inv, s_out)
+    if pf_on:
+        _push(pf_input, pf_counts, y8)
+        _comb(s_out[:, :hop], pf_work, pf_energy, pf_track, pf_input, pf_counts, hop,
+              pf_strength, MIN_CORR, pf_lag, pf_corr)  # fmt: skip
     _flat_in(ring, ring_w, s_out[0], hop)
     if band_on:
         _frame_ratios(frame, proc, bi[0], n_in, n_out, e_in, ratios, bf[0], bf[1])

@@ -54,7 +54,9 @@ class MaskProcessor:
     ``gain = max(mask, 10**(-atten_lim_db/20))``; ``out = (wet * gain + 1 - wet) * frames``.
     Runtime knobs, separate from the weights: ``atten_lim_db`` (most attenuation; default: the
     model's metadata ``atten_lim_db``, chosen on validation data at export, else 100 dB, i.e.
-    effectively none) and ``wet`` (dry/wet mix, 1 = fully processed).
+    effectively none), ``wet`` (dry/wet mix, 1 = fully processed) and ``pitch_postfilter``
+    (the strength of the streamer's comb on the output, :mod:`rtdenoise.postfilter`; default:
+    the model's metadata ``pitch_postfilter``, else 0 = off).
 
     With a backend lookahead of L frames the processor is a delay line: the mask returned for
     input frames ``[j, j+K)`` belongs to frames ``[j-L, j-L+K)``, which it applies to the frames
@@ -62,7 +64,11 @@ class MaskProcessor:
     """
 
     def __init__(
-        self, backend: object, atten_lim_db: float | None = None, wet: float = 1.0
+        self,
+        backend: object,
+        atten_lim_db: float | None = None,
+        wet: float = 1.0,
+        pitch_postfilter: float | None = None,
     ) -> None:
         meta = getattr(backend, "meta", None) or {}
         #: the framing the model was trained for (its metadata; older models: the design's)
@@ -73,11 +79,17 @@ class MaskProcessor:
             raise ValueError(f"atten_lim_db must be >= 0, got {atten_lim_db}")
         if not 0.0 <= wet <= 1.0:
             raise ValueError(f"wet must be in [0, 1], got {wet}")
+        if pitch_postfilter is None:
+            pitch_postfilter = float(meta.get("pitch_postfilter", 0.0))
+        if not 0.0 <= pitch_postfilter <= 1.0:
+            raise ValueError(f"pitch_postfilter must be in [0, 1], got {pitch_postfilter}")
         self.backend = backend
         self.block_frames = int(backend.block_frames)
         self.lookahead_frames = int(backend.lookahead_frames)
         self.atten_lim_db = float(atten_lim_db)
         self.wet = float(wet)
+        #: the output comb's strength as the streamer applies it (scaled by ``wet``)
+        self.pitch_postfilter = float(pitch_postfilter) * self.wet
         self.floor = np.float32(10.0 ** (-self.atten_lim_db / 20.0))
         self._dry = np.float32(1.0 - self.wet)  # as numpy casts ``gain += 1.0 - wet``
         self._shape: tuple[int, ...] = ()

@@ -4,7 +4,8 @@
 
     x [n, C] at sample_rate -> StreamingResampler (-> 8 kHz)          (only if rates differ)
       -> StftAnalyzer (hop 31) -> processor, K frames per call
-      -> StftSynthesizer (exact overlap-add) -> RingBuffer (latency prefill)
+      -> StftSynthesizer (exact overlap-add) -> PitchPostfilter (a model's; no latency)
+      -> RingBuffer (latency prefill)
       -> StreamingResampler (8 kHz ->) -> RingBuffer (rate FIFO) -> y [n, C] at sample_rate
       + the band above 4 kHz, gated by the model's output         (rates above 8 kHz, full_band)
 
@@ -55,6 +56,7 @@ import numpy as np
 from .bandsplit import BandSplit, BandSplitConfig, HighBandGain, gain_floor
 from .errors import UserError
 from .hop_path import HopPath
+from .postfilter import PitchPostfilter
 from .processor import FrameProcessor, IdentityProcessor
 from .ring import RingBuffer
 from .stft import StftAnalyzer, StftConfig, StftSynthesizer
@@ -102,6 +104,9 @@ class _Core:
         self.ring = RingBuffer(
             self.latency + self.segment + k * cfg.hop, channels, np.float32, "refuse"
         )
+        strength = float(getattr(processor, "pitch_postfilter", 0.0))
+        #: the comb on the synthesised output (:mod:`rtdenoise.postfilter`); None: off
+        self.postfilter = PitchPostfilter(channels, cfg.hop, strength) if strength > 0 else None
         self.reset()
 
     def reset(self) -> None:
@@ -109,6 +114,8 @@ class _Core:
         self.synth.reset()
         self.processor.reset(self.channels)
         self._drop = self.lookahead
+        if self.postfilter is not None:
+            self.postfilter.reset()
         self.ring.reset()
         self.ring.write_zeros(self.latency)
 
@@ -142,11 +149,15 @@ class _Core:
         for a in range(0, m, seg):
             b = min(a + seg, m)
             self.analyzer.push(x[a:b].T)
+            if self.postfilter is not None:
+                self.postfilter.push_input(x[a:b])
             n_frames = (self.analyzer.available // self.k) * self.k
             if n_frames:
                 frames = self.analyzer.pop(n_frames)
                 kept = self._run_blocks(frames)
                 samples = self.synth.push(self._proc[:, :kept])
+                if self.postfilter is not None:
+                    self.postfilter.process(samples)
                 self.ring.write(samples.T)
                 if self.observer is not None:
                     self.observer.push(frames, self._proc[:, :kept], samples.shape[1])

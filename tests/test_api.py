@@ -137,6 +137,10 @@ def test_latency_and_repr() -> None:
         (lambda: rtdenoise.Denoiser(8000, channels=0), "channels must be a positive integer"),
         (lambda: rtdenoise.Denoiser(8000, atten_lim_db=-3), "atten_lim_db must be >= 0"),
         (lambda: rtdenoise.Denoiser(8000, wet=1.5), "wet must be between 0 and 1"),
+        (
+            lambda: rtdenoise.Denoiser(8000, pitch_postfilter=2),
+            "pitch_postfilter must be between 0 and 1",
+        ),
         (lambda: rtdenoise.Denoiser(8000, block_frames=17), "block_frames must be an integer"),
         (lambda: rtdenoise.Denoiser(8000, backend="tf"), "backend must be one of onnx"),
         (lambda: rtdenoise.Denoiser(8000, model="nope.onnx"), "model file not found: nope.onnx"),

@@ -50,7 +50,9 @@ def trained_tiny(cfg=TINY, seed: int = 0) -> DenoiserNet:
 def _export(d, cfg):
     model = trained_tiny(cfg)
     save_checkpoint(d / "ckpt.pt", model)
-    paths = export_all(d / "ckpt.pt", d / "out", name="tiny", atten_lim_db=9.0)
+    paths = export_all(
+        d / "ckpt.pt", d / "out", name="tiny", atten_lim_db=9.0, pitch_postfilter=0.25
+    )
     return model, paths
 
 
@@ -150,13 +152,17 @@ def test_cli_export_and_user_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["onnx", "torchscript", "torch"])
 def test_the_default_attenuation_limit_travels_with_every_format(exported, kind):
+    """So do the pitch post-filter's strength and the streamer that applies it."""
     from rtdenoise.backends import load_backend
     from rtdenoise.processor import MaskProcessor
+    from rtdenoise.streamer import Streamer
 
     _, paths = exported
     path = paths["checkpoint" if kind == "torch" else kind]
     proc = MaskProcessor(load_backend(kind, str(path), None, 1))
     assert proc.atten_lim_db == 9.0
+    assert proc.pitch_postfilter == 0.25
+    assert Streamer(proc)._core.postfilter.strength == 0.25
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torchscript", "torch"])

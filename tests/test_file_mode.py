@@ -283,6 +283,7 @@ def one_input(tmp_path: Path) -> Path:
         "out_parent_is_file",
         "several_into_missing_folder",
         "bad_wet",
+        "bad_postfilter",
         "missing_model",
         "stdin_twice",
     ],
@@ -303,6 +304,7 @@ def test_bad_input_one_line_nothing_left(
         "out_parent_is_file": [str(src), str(src) + "/out.wav"],
         "several_into_missing_folder": [str(src), str(src), "-o", str(tmp_path / "nodir")],
         "bad_wet": ["--wet", "1.5", str(src), str(out)],
+        "bad_postfilter": ["--pitch-postfilter", "-0.1", str(src), str(out)],
         "missing_model": ["--model", str(tmp_path / "m.onnx"), str(src), str(out)],
         "stdin_twice": ["-", "-", "-o", str(tmp_path)],
     }[case]

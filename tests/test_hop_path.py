@@ -28,8 +28,10 @@ def _noisy(n: int, sr: int, seed: int = 0) -> np.ndarray:
     return (0.2 * env * x + 0.03 * rng.standard_normal(n)).astype(np.float32)
 
 
-def _engine(sr: int, compiled: bool, full_band: bool = True, **kw) -> Streamer:
-    proc = MaskProcessor(load_backend("onnx", block_frames=1), atten_lim_db=20.0)
+def _engine(sr: int, compiled: bool, full_band: bool = True, pf: float = 0.0, **kw) -> Streamer:
+    proc = MaskProcessor(
+        load_backend("onnx", block_frames=1), atten_lim_db=20.0, pitch_postfilter=pf
+    )
     return Streamer(proc, sr, 1, full_band=full_band, compiled_hops=compiled, **kw)
 
 
@@ -44,9 +46,12 @@ def _feed(s: Streamer, x: np.ndarray, sizes) -> np.ndarray:
     return y[:a]
 
 
-@pytest.mark.parametrize(("sr", "full_band"), [(48000, True), (48000, False), (16000, True)])
-def test_one_hop_calls_equal_the_general_path(sr, full_band):
-    fast, slow = _engine(sr, True, full_band), _engine(sr, False, full_band)
+@pytest.mark.parametrize(
+    ("sr", "full_band", "pf"),
+    [(48000, True, 0.0), (48000, False, 0.0), (16000, True, 0.0), (48000, True, 0.5)],
+)
+def test_one_hop_calls_equal_the_general_path(sr, full_band, pf):
+    fast, slow = _engine(sr, True, full_band, pf), _engine(sr, False, full_band, pf)
     hop = fast._hops.n
     assert hop == 31 * sr // 8000 and slow._hops is None
     x = _noisy(2 * sr, sr)
@@ -58,10 +63,12 @@ def test_one_hop_calls_equal_the_general_path(sr, full_band):
     assert fast.underflows == slow.underflows == 0
 
 
-def test_interleaved_with_other_sizes_and_resets():
-    """Compiled and general calls interleave (both leave the engine in the same state)."""
+@pytest.mark.parametrize("pf", [0.0, 0.5])
+def test_interleaved_with_other_sizes_and_resets(pf):
+    """Compiled and general calls interleave (both leave the engine in the same state), the
+    pitch post-filter's included."""
     sr = 48000
-    fast, slow = _engine(sr, True), _engine(sr, False)
+    fast, slow = _engine(sr, True, pf=pf), _engine(sr, False, pf=pf)
     rng = np.random.default_rng(1)
     x = _noisy(3 * sr, sr, seed=2)
     sizes = [int(rng.choice([186, 186, 186, 1, 185, 187, 480, 4096])) for _ in range(900)]
@@ -93,7 +100,7 @@ def test_set_ups_it_does_not_take():
 
 
 def test_one_hop_calls_allocate_nothing():
-    s = _engine(48000, True)
+    s = _engine(48000, True, pf=0.2)
     x = _noisy(48000, 48000)
     y = np.zeros_like(x)
     for a in range(0, 186 * 100, 186):  # warm-up: compiled, past the stream's start
