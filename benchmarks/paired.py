@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -42,19 +41,11 @@ METRICS = ("pesq", "stoi", "si_sdr")
 SHIPPED = "shipped"
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 def export_candidate(ckpt: Path, atten_lim_db: float | None, postfilter: float | None) -> Path:
     """A checkpoint's ONNX export (as ``lowlat``), made once and kept under the cache."""
     from rtdenoise.export import export_all
 
-    tag = _sha(ckpt) + ("" if atten_lim_db is None else f"-att{atten_lim_db:g}")
+    tag = peers._file_digest(ckpt)[:12] + ("" if atten_lim_db is None else f"-att{atten_lim_db:g}")
     tag += "" if postfilter is None else f"-pf{postfilter:g}"
     out = CACHE / "models" / tag
     if not (out / "lowlat.onnx").exists():
