@@ -26,7 +26,7 @@ Only past and present samples are read (y[n - T], T >= 20, the hop itself, which
 released at once, and the input up to the hop's end, which the engine has by then), so it adds
 no latency; the filter reads the unfiltered output, so it has no feedback. State: the last 356
 unfiltered output samples and a ring of the 8 kHz input per channel; a stream starts from
-zeros (c = 0, the first samples pass unchanged). Whole signals and any block size give the same
+zeros. Whole signals and any block size give the same
 output, since the hops are those of the synthesis, counted from the stream's start.
 """
 
@@ -45,8 +45,8 @@ FULL_SEARCH_EVERY, TRACK = 4, 3
 MIN_CORR = 0.3
 #: the comb's weight per unit of correlation, chosen on ``val2`` and ``val`` (model card)
 DEFAULT_STRENGTH = 0.5
-#: input samples kept (the input runs ahead of the synthesised output by at most a segment of
-#: the engine, ~2.5k samples at 64 frames per batch)
+#: input samples kept by default (the input runs ahead of the synthesised output by at most
+#: what the engine holds: a segment, ~2k samples at 64 frames per batch, and a frame)
 INPUT_RING = 8192
 
 
@@ -56,7 +56,11 @@ class PitchPostfilter:
     same stream: output sample i is the processed input sample i). ``strength`` 0 is the
     identity."""
 
-    def __init__(self, channels: int, hop: int, strength: float = DEFAULT_STRENGTH) -> None:
+    def __init__(
+        self, channels: int, hop: int, strength: float = DEFAULT_STRENGTH, max_lead: int = 0
+    ) -> None:
+        """max_lead: the most input samples the caller pushes ahead of the output it has
+        processed (the ring is sized for it)."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"pitch post-filter strength must be in [0, 1], got {strength}")
         self.channels = int(channels)
@@ -66,7 +70,8 @@ class PitchPostfilter:
         self._work = np.zeros((self.channels, self.history + self.hop), np.float32)
         self._energy = np.zeros((self.channels, self.history + self.hop), np.float64)
         self._track = np.zeros(self.channels, np.int64)
-        self._input = np.zeros((self.channels, INPUT_RING), np.float32)
+        ring = max(INPUT_RING, 1 << int(max_lead + WINDOW + 2 * self.hop).bit_length())
+        self._input = np.zeros((self.channels, ring), np.float32)
         #: input samples pushed, output samples processed, hops processed (since reset)
         self.counts = np.zeros(3, np.int64)
         #: lag and correlation of the last hop per channel (lag 0 where it passed unchanged)

@@ -106,7 +106,10 @@ class _Core:
         )
         strength = float(getattr(processor, "pitch_postfilter", 0.0))
         #: the comb on the synthesised output (:mod:`rtdenoise.postfilter`); None: off
-        self.postfilter = PitchPostfilter(channels, cfg.hop, strength) if strength > 0 else None
+        lead = self.segment + 2 * cfg.nperseg + (k + la) * cfg.hop  # input ahead of the output
+        self.postfilter = (
+            PitchPostfilter(channels, cfg.hop, strength, lead) if strength > 0 else None
+        )
         self.reset()
 
     def reset(self) -> None:
