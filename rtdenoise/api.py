@@ -53,7 +53,7 @@ class Denoiser:
         low-latency model and the standard one; 100 = effectively no limit).
     wet: dry/wet mix in [0, 1] (None = 1, fully denoised).
     pitch_postfilter: strength in [0, 1] of the pitch comb on the output
-        (:mod:`rtdenoise.postfilter`; None = the model's own: 0.2 for the low-latency model,
+        (:mod:`rtdenoise.postfilter`; None = the model's own: 0.5 for the low-latency model,
         0 = off).
     backend: 'onnx', 'torchscript' or 'torch' (the last two need torch); None = from the model
         file name (``*.jit.pt`` torchscript, ``*.pt`` torch, else onnx).

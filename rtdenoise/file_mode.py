@@ -164,7 +164,7 @@ def add_processing_arguments(group: Any, passthrough: bool = True) -> None:
         metavar="S",
         help="strength 0..1 of the pitch comb on the denoised output (removes what is left "
         "between the harmonics of voiced speech; no added latency; 0 = off) (default: the "
-        "model's own, 0.2 for the low-latency model, 0 for the standard one)",
+        "model's own, 0.5 for the low-latency model, 0 for the standard one)",
     )
     group.add_argument(
         "--narrowband",

@@ -229,15 +229,22 @@ def test_help_describes_the_shipped_model(capsys: pytest.CaptureFixture[str]) ->
     assert exc.value.code == 0
     import json
 
+    limits_of = ("lowlat", "default")
     limits = {
         json.loads((ROOT / f"rtdenoise/models/{name}.json").read_text())["atten_lim_db"]
-        for name in ("lowlat", "default")
+        for name in limits_of
     }
     assert len(limits) == 1  # the help gives one figure for both shipped models
     floor = f"-{limits.pop():g} dB"  # the limit the help states is the one the models carry
     assert "lowlat.onnx" in text and "MODEL_CARD" in text and floor in text
     assert "--latency-mode standard" in text and "default.onnx" in text  # the other model
     assert "until a trained model ships" not in text.lower()
+    # the pitch post-filter's strengths the help states are the ones the models carry
+    meta = {n: json.loads((ROOT / f"rtdenoise/models/{n}.json").read_text()) for n in limits_of}
+    flat = " ".join(text.split())
+    low = meta["lowlat"].get("pitch_postfilter", 0)
+    std = meta["default"].get("pitch_postfilter", 0)
+    assert f"{low:g} for the low-latency model, {std:g} for the standard one" in flat, flat
 
 
 def test_default_model_fallback(
