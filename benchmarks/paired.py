@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -49,7 +50,7 @@ def export_candidate(ckpt: Path, atten_lim_db: float | None, postfilter: float |
     tag += "" if postfilter is None else f"-pf{postfilter:g}"
     out = CACHE / "models" / tag
     if not (out / "lowlat.onnx").exists():
-        tmp = out.with_name(out.name + ".tmp")
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two comparisons may export at once
         export_all(
             ckpt,
             tmp,
@@ -58,7 +59,10 @@ def export_candidate(ckpt: Path, atten_lim_db: float | None, postfilter: float |
             atten_lim_db=atten_lim_db,
             pitch_postfilter=postfilter,
         )
-        tmp.replace(out)
+        try:
+            tmp.replace(out)
+        except OSError:  # the other one was first: same files
+            shutil.rmtree(tmp)
     return out
 
 

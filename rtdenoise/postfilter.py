@@ -169,9 +169,16 @@ def _comb(y, work, energies, track, inp, counts, hop, strength, min_corr, lag,
             corr[c] = best
             if best_t and best >= min_corr:
                 e_in = 1e-12  # the input energy over the same 256 samples
-                for k in range(max(done + s + m - WINDOW, 0), done + s + m):
-                    v = np.float64(inp[c, k % ring])
-                    e_in += v * v
+                first = max(done + s + m - WINDOW, 0)
+                start = first % ring
+                count = done + s + m - first
+                part = min(count, ring - start)  # the ring's two contiguous runs, no modulo
+                seg = inp[c, start : start + part]
+                for k in range(part):
+                    e_in += np.float64(seg[k]) * seg[k]
+                seg = inp[c, : count - part]
+                for k in range(count - part):
+                    e_in += np.float64(seg[k]) * seg[k]
                 kept = min(ex / e_in, 1.0)
                 e_now = 1e-12  # the hop's energy and that of the period before it
                 e_past = 1e-12
