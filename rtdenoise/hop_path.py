@@ -80,8 +80,6 @@ class HopPath:
                 pf._input,
                 pf.counts,
                 pf.strength,
-                pf.lag,
-                pf.corr,
             )
             if pf is not None
             else _NO_POSTFILTER
@@ -226,8 +224,8 @@ _F64_1, _F64_2 = np.zeros(1), np.zeros((1, 1))
 _F32_1, _F32_2 = np.zeros(1, np.float32), np.zeros((1, 1), np.float32)
 _NO_METER = (False, np.zeros((1, 6)), np.zeros((1, 1, 2)), 0, np.zeros(10), _F64_1, _F64_2, 0, 0,
              _F32_2, 0)  # fmt: skip
-_NO_POSTFILTER = (False, _F32_2, _F64_2, np.zeros(1, np.int64), _F32_2, np.zeros(3, np.int64), 0.0,
-                  np.zeros(1, np.int64), np.zeros(1, np.float32))  # fmt: skip
+_NO_POSTFILTER = (False, _F32_2, _F64_2, np.zeros(1, np.int64), _F32_2, np.zeros(3, np.int64),
+                  0.0)  # fmt: skip
 _NO_SPLIT = (False, np.zeros(5, np.int64), np.zeros(10), 0, 0, np.zeros((1, 1, 2)),
              np.zeros((1, 1, 2)), 0, 0, _F64_2, _F64_1, _F64_2, 0, _F64_1, _F32_2,
              _F32_2, 0, _F32_2, _F32_2, _F32_2, _F32_1, _F32_2, _F32_2, 0, _F32_2, 0)  # fmt: skip
@@ -256,7 +254,6 @@ def _hop_out(frame, mask, g32, proc,
              o_buf, o_taps, o_acc, w_dev,
              fifo, fifo_w, fifo_r, out, y8,
              pf_on, pf_work, pf_energy, pf_track, pf_input, pf_counts, pf_strength,
-             pf_lag, pf_corr,
              band_on, bi, bf, n_in, n_out, e_in, ratios, f0, f1,
              e_hi, noise, raw, released, smooth, track,
              ybuf, p8, pack, u_buf, u_taps, u_acc,
@@ -273,7 +270,7 @@ def _hop_out(frame, mask, g32, proc,
     if pf_on:
         _push(pf_input, pf_counts, y8)
         _comb(s_out[:, :hop], pf_work, pf_energy, pf_track, pf_input, pf_counts, hop,
-              pf_strength, MIN_CORR, pf_lag, pf_corr)  # fmt: skip
+              pf_strength, MIN_CORR)  # fmt: skip
     _flat_in(ring, ring_w, s_out[0], hop)
     if band_on:
         _frame_ratios(frame, proc, bi[0], n_in, n_out, e_in, ratios, bf[0], bf[1])

@@ -74,9 +74,6 @@ class PitchPostfilter:
         self._input = np.zeros((self.channels, ring), np.float32)
         #: input samples pushed, output samples processed, hops processed (since reset)
         self.counts = np.zeros(3, np.int64)
-        #: lag and correlation of the last hop per channel (lag 0 where it passed unchanged)
-        self.lag = np.zeros(self.channels, np.int64)
-        self.corr = np.zeros(self.channels, np.float32)
 
     def reset(self) -> None:
         self._work[:] = 0.0
@@ -84,8 +81,6 @@ class PitchPostfilter:
         self._track[:] = 0
         self._input[:] = 0.0
         self.counts[:] = 0
-        self.lag[:] = 0
-        self.corr[:] = 0.0
 
     def push_input(self, x: np.ndarray) -> None:
         """x float32 ``[m, C]``: the next input samples at 8 kHz."""
@@ -95,7 +90,7 @@ class PitchPostfilter:
         """y float32 ``[C, n]``, filtered in place (see :func:`_comb` for ``n``)."""
         if y.shape[1]:
             _comb(y, self._work, self._energy, self._track, self._input, self.counts, self.hop,
-                  self.strength, MIN_CORR, self.lag, self.corr)  # fmt: skip
+                  self.strength, MIN_CORR)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -110,8 +105,8 @@ def _push(ring, counts, x):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _comb(y, work, energies, track, inp, counts, hop, strength, min_corr, lag,
-          corr):  # fmt: skip  # pragma: no cover - compiled
+def _comb(y, work, energies, track, inp, counts, hop, strength,
+          min_corr):  # fmt: skip  # pragma: no cover - compiled
     """y [C, n] in place, hop by hop.
 
     work [C, H + hop]: the H unfiltered samples before the hop, then the hop; energies [C, H +
@@ -165,8 +160,6 @@ def _comb(y, work, energies, track, inp, counts, hop, strength, min_corr, lag,
                         best = r
                         best_t = t
             track[c] = best_t
-            lag[c] = 0
-            corr[c] = best
             if best_t and best >= min_corr:
                 e_in = 1e-12  # the input energy over the same 256 samples
                 first = max(done + s + m - WINDOW, 0)
@@ -187,7 +180,6 @@ def _comb(y, work, energies, track, inp, counts, hop, strength, min_corr, lag,
                     e_now += v * v
                     v = np.float64(w[h + i - best_t])
                     e_past += v * v
-                lag[c] = best_t
                 a = strength * min(best, 1.0) * (1.0 - kept) * min(e_past / e_now, 1.0)
                 a = np.float32(a)
                 g = np.float32(1.0) / (np.float32(1.0) + a)
