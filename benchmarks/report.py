@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.sets import readable_id
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,7 +466,7 @@ def plot_spectrograms(
         ax.set_ylabel("kHz")
         ax.text(0.01, 0.85, title, transform=ax.transAxes, color="w", fontsize=7)
     axes[-1].set_xlabel("time (s)")
-    title = ex_id.replace("/", ": ")
+    title = readable_id(ex_id).replace("/", ": ")
     fig.suptitle(title.replace("@", ", input SNR ") + (" dB" if "@" in title else ""), fontsize=8)
     fig.tight_layout(h_pad=0.2)
     _save(fig, path, colors=32)
@@ -696,7 +698,7 @@ def update_readme(readme: Path, table: str, note: str) -> bool:
 
 
 def _spec_name(ex: str) -> str:
-    return "spec_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", ex.replace("@", "_snr")) + ".png"
+    return "spec_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", readable_id(ex).replace("@", "_snr")) + ".png"
 
 
 def main(argv: list[str] | None = None) -> int:

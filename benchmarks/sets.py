@@ -13,7 +13,9 @@ keep subsets spread over SNR and sources.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +123,22 @@ def speech_sources(split: Path) -> dict[str, str]:
         return {r["file"]: r["corpus"] for r in csv.DictReader(f) if r.get("corpus")}
 
 
+def pair_id(base: Path, row: dict) -> str:
+    """A pair's id (its cached scores' key): the speech file's stem and the SNR, readable, and
+    a digest of the whole recipe (where the speech and noise files are, the noise offset), so
+    two pairs files that reuse a name for other audio (a variant of a split written beside it)
+    never share cached scores."""
+    where = base.resolve()
+    recipe = f"{where / row['clean']}|{where / row['noise']}|{row['noise_offset']}"
+    digest = hashlib.sha1(recipe.encode()).hexdigest()[:8]
+    return f"{Path(row['clean']).stem}@{float(row['snr_db']):g}-{digest}"
+
+
+def readable_id(item_id: str) -> str:
+    """An id without the recipe digest :func:`pair_id` appends (titles, file names)."""
+    return re.sub(r"-[0-9a-f]{8}$", "", item_id)
+
+
 def load_pairs(path: Path, limit: int | None) -> list[Item]:
     """Rows of a ``pairs.csv``; ``limit`` picks rows evenly spread within each SNR."""
     if not path.exists():
@@ -132,7 +150,7 @@ def load_pairs(path: Path, limit: int | None) -> list[Item]:
     items = [
         Item(
             dataset="test",
-            id=f"{Path(r['clean']).stem}@{float(r['snr_db']):g}",
+            id=pair_id(base, r),
             snr=float(r["snr_db"]),
             clean_path=str(base / r["clean"]),
             noise_path=str(base / r["noise"]),

@@ -61,3 +61,17 @@ def test_summary_reports_each_source_on_common_files() -> None:
     assert len(body) == 2 and "0.600" in table and "0.700" in table
     one, _ = aggregate({"test": {"ours": [row(0, "digits", 0.9), row(1, "digits", 0.8)]}})
     assert "per_source" not in one["test"]["ours"]  # a single source adds nothing to the mean
+
+
+def test_pairs_files_reusing_names_do_not_share_ids(tmp_path: Path) -> None:
+    """Cached scores are keyed by the pair's id: a variant of a split written elsewhere with the
+    same file names (other audio), or the same speech over another noise stretch, is a new pair."""
+    row = {"clean": "clean/a__1.flac", "noise": "noise/n.flac", "noise_offset": 0, "snr_db": 5}
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        _write_csv(tmp_path / d / "pairs.csv", [row, {**row, "noise_offset": 7}])
+    a = load_pairs(tmp_path / "a" / "pairs.csv", None)
+    b = load_pairs(tmp_path / "b" / "pairs.csv", None)
+    assert a[0].id != a[1].id and a[0].id != b[0].id
+    assert a[0].id.startswith("a__1@5-")  # still readable
+    assert [i.id for i in load_pairs(tmp_path / "a" / "pairs.csv", None)] == [i.id for i in a]
