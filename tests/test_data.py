@@ -180,13 +180,14 @@ def test_random_eq_is_stable_and_bounded():
     assert np.ptp(gains) > 10  # both tilts, several dB apart
 
 
-def test_eq_filters_speech_and_target_alike(sampler):
-    """With the EQ on (and no reverb) the target is still exactly the speech in the mixture:
-    the model learns to remove noise, not to undo the microphone."""
+@pytest.mark.parametrize("knob", ["p_eq", "p_voice_boost"])
+def test_eq_filters_speech_and_target_alike(sampler, knob):
+    """With the EQ (or the voice boost) on and no reverb the target is still exactly the speech
+    in the mixture: the model learns to remove noise, not to undo the microphone."""
     import dataclasses
 
     on = MixtureSampler(
-        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, p_eq=1.0, p_reverb=0.0)
+        sampler.speech, sampler.noise, dataclasses.replace(sampler.cfg, **{knob: 1.0}, p_reverb=0.0)
     )
     for i in range(4):
         ex = on.example(7, 3, 0, i)
@@ -194,7 +195,8 @@ def test_eq_filters_speech_and_target_alike(sampler):
 
 
 @pytest.mark.parametrize(
-    "knob, part", [("p_shaped", "noisy"), ("p_speed", "speech"), ("p_eq", "speech")]
+    "knob, part",
+    [("p_shaped", "noisy"), ("p_speed", "speech"), ("p_eq", "speech"), ("p_voice_boost", "speech")],
 )
 def test_an_augmentation_off_leaves_the_mixtures_unchanged(sampler, knob, part):
     """p_shaped / p_speed / p_eq = 0 draw nothing, so recipes written before them make the same
@@ -207,3 +209,18 @@ def test_an_augmentation_off_leaves_the_mixtures_unchanged(sampler, knob, part):
     )
     a, b, c = (s.example(5, 1, 0, 2)[part] for s in (sampler, same, on))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_voice_boost_raises_the_fundamental_band_only():
+    """The boost is a peak of 3-12 dB between ~100 and ~220 Hz and leaves 1-4 kHz within 1.5 dB."""
+    import scipy.signal
+
+    from training import augment
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        b, a = augment.voice_boost(rng)
+        f, h = scipy.signal.freqz(b, a, worN=4096, fs=8000)
+        db = 20 * np.log10(np.abs(h))
+        assert 3 - 1e-6 <= db.max() <= 12 + 1e-6 and 90 <= f[np.argmax(db)] <= 230
+        assert np.abs(db[f >= 1000]).max() < 1.5
