@@ -125,11 +125,11 @@ def speech_sources(split: Path) -> dict[str, str]:
 
 def pair_id(base: Path, row: dict) -> str:
     """A pair's id (its cached scores' key): the speech file's stem and the SNR, readable, and
-    a digest of the whole recipe (where the speech and noise files are, the noise offset), so
-    two pairs files that reuse a name for other audio (a variant of a split written beside it)
-    never share cached scores."""
-    where = base.resolve()
-    recipe = f"{where / row['clean']}|{where / row['noise']}|{row['noise_offset']}"
+    a digest of the whole recipe (which speech and noise files, links followed, and the noise
+    offset), so two pairs files that reuse a name for other audio (a variant of a split written
+    beside it) never share cached scores, and two that name the same files do."""
+    clean, noise = ((base / row[k]).resolve() for k in ("clean", "noise"))
+    recipe = f"{clean}|{noise}|{row['noise_offset']}"
     digest = hashlib.sha1(recipe.encode()).hexdigest()[:8]
     return f"{Path(row['clean']).stem}@{float(row['snr_db']):g}-{digest}"
 

@@ -75,3 +75,36 @@ def test_pairs_files_reusing_names_do_not_share_ids(tmp_path: Path) -> None:
     assert a[0].id != a[1].id and a[0].id != b[0].id
     assert a[0].id.startswith("a__1@5-")  # still readable
     assert [i.id for i in load_pairs(tmp_path / "a" / "pairs.csv", None)] == [i.id for i in a]
+
+
+def test_voice_variant_pairs_row_by_row(tmp_path: Path) -> None:
+    """benchmarks.voice_variant writes the chosen rows with filtered speech (new ids) and the same
+    rows of the split as ``original.csv`` (through links: the split's own ids, so its cached
+    scores are reused); the speech keeps its RMS and changes where the peak is."""
+    import numpy as np
+    import soundfile as sf
+
+    from benchmarks.voice_variant import write_variant
+
+    split = tmp_path / "split"
+    (split / "clean").mkdir(parents=True)
+    (split / "noise").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        sf.write(split / "clean" / f"s{i}.flac", 0.1 * rng.standard_normal(8000), 8000)
+    sf.write(split / "noise" / "n.flac", 0.1 * rng.standard_normal(8000), 8000)
+    rows = [
+        {"clean": f"clean/s{i}.flac", "noise": "noise/n.flac", "noise_offset": i, "snr_db": 0}
+        for i in range(4)
+    ]
+    _write_csv(split / "pairs.csv", rows)
+    assert write_variant(split / "pairs.csv", tmp_path / "v", every=2) == 2
+    var = load_pairs(tmp_path / "v" / "pairs.csv", None)
+    orig = load_pairs(tmp_path / "v" / "original.csv", None)
+    split_ids = [i.id for i in load_pairs(split / "pairs.csv", None)]
+    assert [i.id for i in orig] == split_ids[::2]
+    assert not set(i.id for i in var) & set(split_ids)
+    x, _ = sf.read(orig[1].clean_path)
+    y, _ = sf.read(var[1].clean_path)
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-3)
+    assert not np.allclose(x, y, atol=1e-3)

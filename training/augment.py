@@ -174,24 +174,29 @@ def random_eq(rng: np.random.Generator, r: float = 0.375) -> tuple[np.ndarray, n
     return np.array([1.0, c[0], c[1]]), np.array([1.0, c[2], c[3]])
 
 
+def peaking(f0_hz: float, gain_db: float, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """A second-order peaking filter ``(b, a)`` at 8 kHz (RBJ's audio EQ cookbook): ``gain_db``
+    at ``f0_hz``, 0 dB far from it, bandwidth set by ``q``."""
+    amp = 10 ** (gain_db / 40)
+    w = 2 * np.pi * f0_hz / SR
+    alpha = np.sin(w) / (2 * q)
+    b = np.array([1 + alpha * amp, -2 * np.cos(w), 1 - alpha * amp])
+    a = np.array([1 + alpha / amp, -2 * np.cos(w), 1 - alpha / amp])
+    return b / a[0], a / a[0]
+
+
 def voice_boost(
     rng: np.random.Generator,
     f0_hz: tuple[float, float] = (100.0, 220.0),
     gain_db: tuple[float, float] = (3.0, 12.0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A peaking filter ``(b, a)`` (RBJ cookbook, Q 0.6-1.2) that raises the band of a voice's
-    fundamental, centre and gain drawn in ``f0_hz`` and ``gain_db``: voices with a strong
-    fundamental (a prompt voice's close microphone, a chest voice). At a fixed full-band SNR
-    such a voice has less of itself at 1-3 kHz, where the noise then dominates; on `val2`'s
-    speech raised so (+9 dB at 140 Hz) the shipped model lost 0.017 STOI and RNNoise 0.005
-    (model card, "The low-voice arm")."""
-    f0 = rng.uniform(*f0_hz)
-    amp = 10 ** (rng.uniform(*gain_db) / 40)
-    w = 2 * np.pi * f0 / SR
-    alpha = np.sin(w) / (2 * rng.uniform(0.6, 1.2))
-    b = np.array([1 + alpha * amp, -2 * np.cos(w), 1 - alpha * amp])
-    a = np.array([1 + alpha / amp, -2 * np.cos(w), 1 - alpha / amp])
-    return b / a[0], a / a[0]
+    """A :func:`peaking` filter (Q 0.6-1.2) that raises the band of a voice's fundamental,
+    centre and gain drawn in ``f0_hz`` and ``gain_db``: voices with a strong fundamental (a
+    prompt voice's close microphone, a chest voice). At a fixed full-band SNR such a voice has
+    less of itself at 1-3 kHz, where the noise then dominates; on `val2`'s speech raised so
+    (+9 dB at 140 Hz, ``benchmarks.voice_variant``) the shipped model lost 0.017 STOI and
+    RNNoise 0.005 (model card, "The voice-boost arm")."""
+    return peaking(rng.uniform(*f0_hz), rng.uniform(*gain_db), rng.uniform(0.6, 1.2))
 
 
 def synthetic_rir(
