@@ -189,14 +189,47 @@ def voice_boost(
     rng: np.random.Generator,
     f0_hz: tuple[float, float] = (100.0, 220.0),
     gain_db: tuple[float, float] = (3.0, 12.0),
+    at: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A :func:`peaking` filter (Q 0.6-1.2) that raises the band of a voice's fundamental,
     centre and gain drawn in ``f0_hz`` and ``gain_db``: voices with a strong fundamental (a
     prompt voice's close microphone, a chest voice). At a fixed full-band SNR such a voice has
     less of itself at 1-3 kHz, where the noise then dominates; on `val2`'s speech raised so
     (+9 dB at 140 Hz, ``benchmarks.voice_variant``) the shipped model lost 0.017 STOI and
-    RNNoise 0.005 (model card, "The voice-boost arm")."""
-    return peaking(rng.uniform(*f0_hz), rng.uniform(*gain_db), rng.uniform(0.6, 1.2))
+    RNNoise 0.005 (model card, "The voice-boost arm"). ``at``: the centre (a voice's own f0,
+    :func:`median_f0`) instead of one drawn."""
+    f0 = rng.uniform(*f0_hz)
+    if at is not None:
+        f0 = at
+    return peaking(f0, rng.uniform(*gain_db), rng.uniform(0.6, 1.2))
+
+
+def median_f0(x: np.ndarray, frame: int = 320, min_corr: float = 0.5) -> float | None:
+    """The median pitch (Hz, 80-400) of the voiced 40 ms frames of ``x`` at 8 kHz (normalised
+    autocorrelation above ``min_corr`` at its best lag, frame within 30 dB of the loudest; the
+    shortest lag that correlates within 10 % of the best), or None where no frame is voiced."""
+    n = len(x) // frame
+    if n == 0:
+        return None
+    f = x[: n * frame].reshape(n, frame).astype(np.float64)
+    e = np.sum(f * f, axis=1)
+    f = f[e > e.max() * 1e-3]
+    if not len(f):
+        return None
+    lags = np.arange(SR // 400, SR // 80 + 1)
+    r = np.stack(
+        [
+            np.sum(f[:, t:] * f[:, :-t], 1)
+            / np.sqrt(np.sum(f[:, t:] ** 2, 1) * np.sum(f[:, :-t] ** 2, 1) + 1e-20)
+            for t in lags
+        ],
+        axis=1,
+    )
+    peak = r.max(axis=1)
+    # the shortest lag within 10 % of the best: a period's multiples correlate as well as it
+    best = np.argmax(r >= 0.9 * peak[:, None], axis=1)
+    voiced = peak > min_corr
+    return float(np.median(SR / lags[best[voiced]])) if voiced.any() else None
 
 
 def synthetic_rir(

@@ -99,6 +99,10 @@ class MixConfig:
     #: speech and target alike, before the SNR is set: voices with a strong fundamental, which
     #: have less of themselves at 1-3 kHz at a given SNR; drawn only when > 0
     p_voice_boost: float = 0.0
+    #: the boost centred on the speech's own median f0 (augment.median_f0; no boost where no
+    #: frame is voiced) instead of a centre drawn in 100-220 Hz, so a child's or a high voice's
+    #: fundamental is what rises, not the band below it
+    voice_boost_at_f0: bool = False
     #: utterances are drawn speaker first, a speaker with probability ~ its duration**balance
     #: (1 = uniform over time, 0 = uniform over speakers; None = uniform over files, where one
     #: long single-voice source dominates); speaker = file name before "__", else its folder
@@ -256,8 +260,10 @@ class MixtureSampler:
             speech, target = aug.convolve(speech, rir), aug.convolve(speech, early)
         noise = self._noise(n, rng)
         if c.p_voice_boost > 0 and rng.random() < c.p_voice_boost:
-            b, a = aug.voice_boost(rng)
-            speech, target = lfilter(b, a, speech), lfilter(b, a, target)
+            f0 = aug.median_f0(speech) if c.voice_boost_at_f0 else None
+            if f0 is not None or not c.voice_boost_at_f0:
+                b, a = aug.voice_boost(rng, at=f0)
+                speech, target = lfilter(b, a, speech), lfilter(b, a, target)
         if c.p_eq > 0:
             if rng.random() < c.p_eq:
                 b, a = aug.random_eq(rng)
