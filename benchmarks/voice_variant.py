@@ -7,8 +7,8 @@ fixed peaking filter (``training.augment.peaking``, default +9 dB at 140 Hz, Q 0
 back to the original RMS), the same noise, offset and SNR, so the variant and the original
 compare pair by pair::
 
-    python -m benchmarks.voice_variant --pairs ../shared/data/corpus/val2/pairs.csv --out /tmp/vb
-    python -m benchmarks.paired shipped rnnoise --pairs /tmp/vb/pairs.csv
+    python -m benchmarks.voice_variant --pairs ../shared/data/corpus/val2/pairs.csv --out runs/vb
+    python -m benchmarks.paired shipped rnnoise --pairs runs/vb/pairs.csv
 
 ``--out`` gets ``clean/*.wav``, ``pairs.csv`` (the variant), ``original.csv`` (the same rows of
 the split, readable from ``--out`` through the ``noise`` and ``clean_original`` links).
