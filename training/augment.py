@@ -198,7 +198,7 @@ def voice_boost(
     (+9 dB at 140 Hz, ``benchmarks.voice_variant``) the shipped model lost 0.017 STOI and
     RNNoise 0.005 (model card, "The voice-boost arm"). ``at``: the centre (a voice's own f0,
     :func:`median_f0`) instead of one drawn."""
-    f0 = rng.uniform(*f0_hz)
+    f0 = rng.uniform(*f0_hz)  # drawn even with ``at``: the gain and Q draws stay the same
     if at is not None:
         f0 = at
     return peaking(f0, rng.uniform(*gain_db), rng.uniform(0.6, 1.2))
