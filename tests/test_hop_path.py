@@ -142,3 +142,30 @@ def test_cost_breakdown_times_the_compiled_hops():
     assert stages["model (onnx step)"] > 0
     assert (hp._hop_in, hp._hop_out) == kernels
     assert engine.streamer.compiled_hop_calls > 100
+
+
+def test_a_grown_resampler_moves_the_table_with_it():
+    """A general-path call larger than the resamplers' buffers replaces them; the next one-hop
+    call rebuilds its table of buffer addresses (a stale one would write into freed memory)."""
+    from rtdenoise.hop_path import R_ACC
+
+    fast, slow = _engine(48000, True), _engine(48000, False)
+    x = _noisy(2 * 48000, 48000)
+    sizes = [186] * 60 + [20000] + [186] * 60
+    old = fast._rs_in._acc
+    y_fast, y_slow = _feed(fast, x, sizes), _feed(slow, x, sizes)
+    assert fast._rs_in._acc is not old  # the large call grew the down-resampler
+    assert fast._hops._table[R_ACC, 0] == fast._rs_in._acc.ctypes.data
+    np.testing.assert_allclose(y_fast, y_slow, rtol=0, atol=1e-6)
+
+
+def test_buffer_table_refuses_what_its_kernels_cannot_read():
+    """A slot takes only a C-contiguous array of its dtype and rank."""
+    from rtdenoise.buffer_table import BufferTable
+
+    table = BufferTable([("a", np.float32, 2)])
+    ok = np.zeros((3, 4), np.float32)
+    assert table.build({"a": ok})[0].tolist() == [ok.ctypes.data, 3, 4, 1]
+    for bad in (ok[:, ::2], ok.astype(np.float64), ok[0], None):
+        with pytest.raises(ValueError):
+            table.build({"a": bad})
