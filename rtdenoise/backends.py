@@ -13,7 +13,9 @@ With a coarse frame rate (``frame_stride`` R > 1) the ONNX backend answers one-f
 fall between network frames without running the graph (``held_frames``), and computes the
 one-frame calls that run the network with a compiled step (``network_frame``, from the
 exported weights sidecar ``NAME.npz``) instead of the graph, whose per-node dispatch costs
-~4x the arithmetic on one frame. Blocks of more than one frame (file mode) run the graph.
+~4x the arithmetic on one frame. Blocks of more than one frame (file mode) go frame by frame
+through the same two compiled steps where both apply (16-frame blocks: 10.5 against the graph's
+12.3 ms of CPU per second of audio, best of 12; the masks equal to 1e-6); else the graph runs.
 
 The ONNX backend imports no torch. It runs with one intra-op thread by default and binds
 preallocated inputs and outputs (states ping-pong between two buffer sets), so nothing is
@@ -94,6 +96,7 @@ class OnnxBackend:
         block_frames: int | None = None,
         threads: int = 1,
         compiled_frames: bool = True,
+        compiled_blocks: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -131,6 +134,8 @@ class OnnxBackend:
             if compiled_frames
             else None
         )
+        #: blocks of K > 1 frames frame by frame through the compiled steps (False: the graph)
+        self.compiled_blocks = bool(compiled_blocks) and self.held is not None
         self.channels = 0
         self.reset(1)
 
@@ -181,6 +186,15 @@ class OnnxBackend:
         if k == 1 and self.network is not None:
             # one network frame: the compiled step, state in place
             self.network.step(spec_ri, self._views[self._cur], mask)
+            return mask
+        if self.compiled_blocks and self.network is not None:
+            # a block (file mode): frame by frame through the same two compiled steps
+            state, views = self._states[self._cur], self._views[self._cur]
+            for j in range(k):
+                if self.held.due(state):
+                    self.held.step(spec_ri, state, mask, j)
+                else:
+                    self.network.step(spec_ri, views, mask, j)
             return mask
         np.copyto(spec, spec_ri)
         self.session.run_with_iobinding(bindings[self._cur])

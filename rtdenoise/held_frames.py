@@ -66,8 +66,11 @@ class HeldFrames:
         """Whether the next one-frame call holds (phase != 0; the same for every stream)."""
         return bool(state[self.i_phase][0, 0] != 0.0)
 
-    def step(self, spec_ri: np.ndarray, state: list[np.ndarray], mask: np.ndarray) -> None:
-        """spec_ri ``[C, 1, F, 2]`` -> mask ``[C, 1, F]`` (written), state updated in place."""
+    def step(
+        self, spec_ri: np.ndarray, state: list[np.ndarray], mask: np.ndarray, frame: int = 0
+    ) -> None:
+        """Frame ``frame`` of spec_ri ``[C, K, F, 2]`` -> that frame of mask ``[C, K, F]``
+        (written), state updated in place."""
         if self._band.shape[0] != spec_ri.shape[0]:
             self._alloc(spec_ri.shape[0])
         _held_step(
@@ -84,26 +87,28 @@ class HeldFrames:
             float(self.stride),
             self._band,
             mask,
+            frame,
         )
         self.calls += 1
 
 
 @njit(cache=True, nogil=True)
 def _held_step(spec, mean, inv_std, eps, index, split, width, held, frames, phase, stride, band,
-               mask):  # fmt: skip
+               mask, k):  # fmt: skip
     """One fused pass per stream: normalised log power, the affine head's mask from the held
-    output, the band-compressed frame appended to ``frames``, the phase advanced."""
+    output, the band-compressed frame appended to ``frames``, the phase advanced; on frame ``k``
+    of the block."""
     n_c, n_f = spec.shape[0], spec.shape[2]
     for c in range(n_c):
         band[c, :] = 0.0
         for f in range(n_f):
-            re = spec[c, 0, f, 0]
-            im = spec[c, 0, f, 1]
+            re = spec[c, k, f, 0]
+            im = spec[c, k, f, 1]
             v = (np.log(re * re + im * im + eps) - mean[f]) * inv_std[f]
             b = index[f]
             z = held[c, 0, 0, b] + held[c, 1, 0, b] * v
             z = min(max(z, -80.0), 80.0)
-            mask[c, 0, f] = 1.0 / (1.0 + np.exp(-z))
+            mask[c, k, f] = 1.0 / (1.0 + np.exp(-z))
             band[c, b] += v
         for b in range(split, band.shape[1]):
             band[c, b] /= width

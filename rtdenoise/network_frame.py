@@ -227,9 +227,16 @@ class NetworkFrame:
         """3-D views ``[C, a, b]`` of the state arrays (in place), as the kernel takes them."""
         return tuple(s.reshape(s.shape[0], s.shape[1], -1) for s in state)
 
-    def step(self, spec_ri: np.ndarray, views: tuple[np.ndarray, ...], mask: np.ndarray) -> None:
-        """spec_ri ``[C, 1, F, 2]`` -> mask ``[C, 1, F]`` (written); the state (``views`` of
-        the graph's state arrays) advanced by one network frame in place."""
+    def step(
+        self,
+        spec_ri: np.ndarray,
+        views: tuple[np.ndarray, ...],
+        mask: np.ndarray,
+        frame: int = 0,
+    ) -> None:
+        """Frame ``frame`` of spec_ri ``[C, K, F, 2]`` -> that frame of mask ``[C, K, F]``
+        (written); the state (``views`` of the graph's state arrays) advanced by one network
+        frame in place."""
         _network_frame(
             spec_ri,
             views,
@@ -243,6 +250,7 @@ class NetworkFrame:
             self.band_of_bin,
             self.dims,
             self.eps,
+            frame,
         )
         self.calls += 1
 
@@ -382,7 +390,7 @@ def _comb_channel(xl, comb, scored, win, msk, beta, noise, sc, out):
 
 @njit(cache=True, nogil=True, fastmath=_SUMS)
 def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_of_bin, dims,
-                   eps):  # fmt: skip
+                   eps, k_in):  # fmt: skip
     n_enc, n_mid, r, kf, kfb = dims[0], dims[1], dims[2], dims[3], dims[4]
     groups, split, width, affine, ctx = dims[5], dims[6], dims[7], dims[8] != 0, dims[9]
     n_f = spec.shape[2]
@@ -398,8 +406,8 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
         sp += 2
         # features, bands, the R frames as channels (the grid's frames state before them)
         for f in range(n_f):
-            re = spec[b, 0, f, 0]
-            im = spec[b, 0, f, 1]
+            re = spec[b, k_in, f, 0]
+            im = spec[b, k_in, f, 1]
             v[0, f] = (np.log(re * re + im * im + eps) - mean[0, f]) / std[0, f]
         xr = x[r - 1]
         for f in range(split):
@@ -550,7 +558,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
             q_b = band_of_bin[f]
             z_f = head[0, q_b] + head[1, q_b] * v[0, f] if affine else head[0, q_b]
             z_f = min(max(z_f, np.float32(-80.0)), np.float32(80.0))
-            mask[b, 0, f] = np.float32(1.0) / (np.float32(1.0) + np.exp(-z_f))
+            mask[b, k_in, f] = np.float32(1.0) / (np.float32(1.0) + np.exp(-z_f))
         # the grid: input frames shift, head output held, phase advances
         if r > 1:
             frames = states[st]

@@ -49,16 +49,37 @@ def test_one_frame_calls_match_the_graph_masks_and_states(exported):
         np.testing.assert_allclose(a, np.asarray(b), atol=2e-5, rtol=0)
 
 
-def test_compiled_frames_interleave_with_graph_blocks(exported):
-    """One-frame calls between graph blocks of any size, at any phase: the offline mask."""
+@pytest.mark.parametrize("blocks", [True, False])
+def test_compiled_frames_interleave_with_blocks(exported, blocks):
+    """One-frame calls between blocks of any size, at any phase, the blocks through the compiled
+    steps frame by frame or through the graph: the offline mask."""
+    from rtdenoise.backends import OnnxBackend
+
     model, paths = exported
-    fast = load_backend("onnx", paths["onnx"])
+    fast = OnnxBackend(paths["onnx"], compiled_blocks=blocks)
     x = _spec(1, 43, seed=5)
     with torch.no_grad():
         offline = model(torch.from_numpy(x))[0].numpy()
-    got = _run(fast, x, [1, 1, 3, 1, 1, 1, 5, 1, 2, 1, 1, 16, 1, 1, 1, 1, 1, 1, 1, 1, 1])
-    np.testing.assert_allclose(got, offline, atol=1e-4, rtol=0)
+    sizes = [1, 1, 3, 1, 1, 1, 5, 1, 2, 1, 1, 16, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    calls = sum(sizes) // model.cfg.frame_stride + (model.cfg.frame_stride == 1)
+    np.testing.assert_allclose(_run(fast, x, sizes), offline, atol=1e-4, rtol=0)
     assert fast.network.calls > 0
+    assert (fast.network.calls >= calls - 1) == (blocks and fast.held is not None)
+
+
+def test_compiled_blocks_equal_the_graphs_masks_and_states(exported):
+    """File mode's blocks (K > 1) through the compiled steps: the graph's masks and states, for
+    two streams, at every phase of the coarse grid."""
+    from rtdenoise.backends import OnnxBackend
+
+    model, paths = exported
+    fast, graph = OnnxBackend(paths["onnx"]), OnnxBackend(paths["onnx"], compiled_blocks=False)
+    assert fast.compiled_blocks == (fast.held is not None)
+    x = _spec(2, 61, seed=9)
+    sizes = [16, 16, 5, 3, 16, 4, 1]
+    np.testing.assert_allclose(_run(fast, x, sizes), _run(graph, x, sizes), atol=2e-5, rtol=0)
+    for a, b in zip(fast.state, graph.state, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=0)
 
 
 def test_without_the_sidecar_the_graph_runs(exported, tmp_path):
