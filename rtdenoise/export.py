@@ -275,6 +275,11 @@ def export_all(
     model = load_checkpoint(ckpt)
     if not model.cfg.causal:
         raise UserError(f"preset {model.cfg.preset!r} is offline only; export needs 'rt'")
+    if model.cfg.pitch_channel:
+        raise UserError(
+            "this model has the pitch channel, which the streaming engine does not compute yet:"
+            " it trains and runs offline only"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fused = inference_copy(model)

@@ -61,6 +61,7 @@ from .blocks import (
 from .checkpoint import read_checkpoint, to_plain
 from .coarse_grid import Bands, FrameRate
 from .harmonic import HarmonicComb
+from .pitch_corr import PitchCorrelation
 from .stft import StftConfig
 from .vq import VectorQuantizer
 
@@ -127,6 +128,10 @@ class ModelConfig:
     #: rt: one more input channel per network frame, the harmonic comb of that frame's log
     #: power below the band split (``harmonic.HarmonicComb``), read by the first stage and head
     harmonic_channel: bool = False
+    #: rt: one more input channel per network frame, the per-band pitch correlation of the
+    #: noisy waveform (``pitch_corr.PitchCorrelation``); training and the offline forward only
+    #: (the engine does not compute it yet, so such a model does not export)
+    pitch_channel: bool = False
 
     def __post_init__(self) -> None:
         r = self.frame_stride
@@ -149,7 +154,7 @@ class ModelConfig:
         if self.widths[-1] % self.bottleneck_groups:
             raise ValueError(f"bottleneck_groups must divide {self.widths[-1]}")
         coarse = (r, self.band_width, self.mask_head, self.bottleneck_groups) != (1, 1, "conv", 1)
-        coarse = coarse or self.harmonic_channel
+        coarse = coarse or self.harmonic_channel or self.pitch_channel
         if self.preset == "seed" and coarse:
             raise ValueError(
                 "frame_stride, bands, mask_head, groups and harmonic_channel are rt options"
@@ -225,7 +230,7 @@ class RtUNet(nn.Module):
             if cfg.harmonic_channel
             else None
         )
-        n_in = r + (1 if cfg.harmonic_channel else 0)
+        n_in = r + (1 if cfg.harmonic_channel else 0) + (1 if cfg.pitch_channel else 0)
         self.enc = nn.ModuleList()
         cin = n_in  # the R frames up to a network frame (and the comb), as channels
         for c in w:
@@ -370,14 +375,18 @@ class RtUNet(nn.Module):
 
     @torch.jit.unused
     def forward_offline(
-        self, feat: torch.Tensor
+        self, feat: torch.Tensor, pitch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """feat ``[B, 1, T, F]`` (+ the pitch channel ``[B, T, F_c]`` where the config has
+        it) -> (mask logits, VQ loss, perplexity)."""
         state = self.init_state(feat.shape[0])
         x = self.bands.compress(feat)
         g = self._grid_state
         if self.stride > 1:
             x, index, _, _, _ = self.rate.select(x, state[g], state[g + 2])
         x = self._with_comb(x)
+        if pitch is not None:  # network frame n at STFT frame nR (offline: phase 0)
+            x = torch.cat([x, pitch[:, None, :: self.stride]], dim=1)
         band = self.window_band(min(x.shape[2], MAX_BLOCK))
         z, skips, _ = self.encode(x, state, band)
         q, loss, ppl = self.vq(z)
@@ -522,6 +531,12 @@ class DenoiserNet(nn.Module):
         self.register_buffer("feat_mean", torch.full((cfg.n_freqs,), -14.0))
         self.register_buffer("feat_std", torch.full((cfg.n_freqs,), 4.0))
         self.net = RtUNet(cfg) if cfg.causal else SeedUNet(cfg)
+        #: the pitch channel's input from the noisy waveform (None: the config has none)
+        self.pitch = (
+            PitchCorrelation(cfg.stft, cfg.n_freqs, cfg.band_split, cfg.band_width)
+            if cfg.pitch_channel
+            else None
+        )
 
     @torch.jit.unused
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -541,12 +556,20 @@ class DenoiserNet(nn.Module):
         return ((torch.log(p + self.feat_eps) - self.feat_mean) / self.feat_std).unsqueeze(1)
 
     @torch.jit.unused
-    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """spec ``[B, T, F, 2]`` -> (mask ``[B, T, F]``, vq_loss ``[]``, perplexity ``[]``)."""
+    def forward(
+        self, spec: torch.Tensor, wave: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """spec ``[B, T, F, 2]`` (+ the noisy waveform ``[B, n]`` it came from, for a model
+        with the pitch channel) -> (mask ``[B, T, F]``, vq_loss ``[]``, perplexity ``[]``)."""
         t = spec.shape[1]
         if self.lookahead > 0:
             spec = F.pad(spec, (0, 0, 0, 0, 0, self.lookahead))
-        logits, loss, ppl = self.net.forward_offline(self.features(spec))
+        if self.pitch is not None:
+            if wave is None:
+                raise ValueError("this model's pitch channel needs the noisy waveform")
+            logits, loss, ppl = self.net.forward_offline(self.features(spec), self.pitch(wave))
+        else:
+            logits, loss, ppl = self.net.forward_offline(self.features(spec))
         mask = torch.sigmoid(logits[:, 0])
         return mask[:, self.lookahead : self.lookahead + t], loss, ppl
 

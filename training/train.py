@@ -471,10 +471,13 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         self.net.train()
-        nspec, tspec, target, _ = self._batch()
+        nspec, tspec, target, noisy = self._batch()
         amp = self.device.type == "cuda" or bool(self.t_cfg.get("bf16_cpu", False))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            mask, vq_loss, ppl = self.net(nspec)
+            if getattr(self.model, "pitch", None) is not None:  # it reads the noisy waveform
+                mask, vq_loss, ppl = self.net(nspec, noisy)
+            else:
+                mask, vq_loss, ppl = self.net(nspec)
         mask = shipped_gain(mask.float(), self.loss_cfg)
         est = nspec * mask.unsqueeze(-1)
         onset = None
@@ -534,7 +537,8 @@ class Trainer:
         model.eval()
         x = torch.from_numpy(noisy)[None].to(self.device)
         spec = self.stft.stft(x)
-        mask = shipped_gain(model(spec)[0].float(), self.loss_cfg)
+        out = model(spec, x) if getattr(model, "pitch", None) is not None else model(spec)
+        mask = shipped_gain(out[0].float(), self.loss_cfg)
         return self.stft.istft(spec * mask.unsqueeze(-1), x.shape[-1])[0].cpu().numpy()
 
     def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
