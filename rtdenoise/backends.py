@@ -206,6 +206,19 @@ class OnnxBackend:
         """The current state tensors (order of ``state_names``)."""
         return self._states[self._cur]
 
+    def warm_up(self) -> bool:
+        """Build the compiled steps a block of ``block_frames`` takes (or load them from
+        numba's cache) before a stream starts, then reset the state. -> whether this process
+        compiled them (the first run after an install: ~20 s of CPU)."""
+        if self.network is None and self.held is None:
+            return False
+        c = self.channels
+        self.step(np.zeros((c, self.block_frames, self.n_freqs, 2), np.float32))
+        self.reset(c)
+        from . import held_frames, network_frame
+
+        return network_frame.built_here() or held_frames.built_here()
+
 
 def _bind_array(bind: Any, name: str, arr: np.ndarray) -> None:
     bind(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)

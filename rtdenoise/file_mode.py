@@ -63,6 +63,8 @@ FILE_BLOCK_FRAMES = 16
 #: the block size of a model whose metadata does not say (backends.DEFAULT_BLOCK_FRAMES)
 MODEL_BLOCK_FRAMES = 4
 STDIO = "-"
+#: a warm-up longer than this that compiled the model's steps is announced (see ``_warm_up``)
+WARM_UP_NOTE_S = 3.0
 #: output extension -> soundfile format (anything else keeps the input's format)
 EXT_FORMATS = {
     ".wav": "WAV",
@@ -595,6 +597,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--block-seconds must be > 0, got {args.block_seconds}")
     jobs = plan_jobs(args.paths, args.output)
     processor = processor_from_args(args)
+    _warm_up(processor, args.quiet)
     if len(jobs) == 1:
         _run_job(jobs[0], processor, args)
         return 0
@@ -606,6 +609,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"rtdenoise: error: {exc}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+def _warm_up(processor: Any | None, quiet: bool) -> None:
+    """Build the model's compiled steps before the first file (numba caches them: the first
+    run after an install compiles, ~20 s of CPU), and say so when that took a while, so that
+    neither the progress bar nor the speed of the first file includes it."""
+    warm = getattr(getattr(processor, "backend", None), "warm_up", None)
+    if warm is None:
+        return
+    t0 = time.perf_counter()
+    built = warm()
+    if built and not quiet and time.perf_counter() - t0 > WARM_UP_NOTE_S:
+        print(
+            f"rtdenoise: built the engine's compiled kernels in {time.perf_counter() - t0:.0f} s"
+            " (one time: later runs load them from the cache)",
+            file=sys.stderr,
+        )
 
 
 def _run_job(job: Job, processor: Any | None, args: argparse.Namespace) -> None:

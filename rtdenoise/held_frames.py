@@ -116,3 +116,8 @@ def _held_step(spec, mean, inv_std, eps, index, split, width, held, frames, phas
             frames[c, j, :] = frames[c, j + 1, :]
         frames[c, frames.shape[1] - 1, :] = band[c, :]
         phase[c, 0] = (phase[c, 0] + 1.0) % stride
+
+
+def built_here() -> bool:
+    """Whether this process compiled the kernel (numba found no usable cache for it)."""
+    return bool(getattr(getattr(_held_step, "stats", None), "cache_misses", None))

@@ -171,3 +171,17 @@ def test_a_broken_or_foreign_sidecar_falls_back_to_the_graph(exported, tmp_path,
             b = load_backend("onnx", d / "m.onnx")
         assert b.network is None and "sidecar" in caplog.text, name
         np.testing.assert_allclose(_run(b, x, [1] * 9), want, atol=2e-5)
+
+
+def test_warm_up_builds_the_steps_and_leaves_a_fresh_stream(exported):
+    """File mode builds the compiled steps before its first file; the stream that follows is
+    the one a fresh backend gives."""
+    from rtdenoise.backends import OnnxBackend
+
+    _, paths = exported
+    warm, fresh = OnnxBackend(paths["onnx"], block_frames=16), OnnxBackend(paths["onnx"])
+    warm.reset(2)
+    fresh.reset(2)
+    assert warm.warm_up() in (True, False)
+    x = _spec(2, 40, seed=12)
+    np.testing.assert_array_equal(_run(warm, x, [16, 16, 8]), _run(fresh, x, [16, 16, 8]))
