@@ -73,6 +73,10 @@ def test_wheel_in_a_fresh_venv_without_torch(tmp_path: Path) -> None:
     out = tmp_path / "demo_denoised.wav"
     res = _run([bin_dir / "rtdenoise", "file", DEMO, out], tmp_path, env)
     lines = res.stderr.splitlines()
-    assert len(lines) == 1 and "7.44 s of audio" in lines[0], res.stderr
+    # a fresh install builds the compiled steps once and says so; numba caches them
+    assert len(lines) in (1, 2) and "7.44 s of audio" in lines[-1], res.stderr
+    assert len(lines) == 1 or "built the engine's compiled kernels" in lines[0], res.stderr
+    again = _run([bin_dir / "rtdenoise", "file", DEMO, out], tmp_path, env)
+    assert len(again.stderr.splitlines()) == 1, again.stderr  # loaded, not built again
     res = _run([py, "-c", API_CHECK, DEMO, out], tmp_path, env)
     assert res.stdout.startswith("api ok 7.44"), res.stdout
