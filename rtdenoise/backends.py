@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import held_frames, network_frame
 from .errors import UserError
 from .held_frames import HeldFrames
 from .network_frame import NetworkFrame
@@ -215,8 +216,6 @@ class OnnxBackend:
         c = self.channels
         self.step(np.zeros((c, self.block_frames, self.n_freqs, 2), np.float32))
         self.reset(c)
-        from . import held_frames, network_frame
-
         return network_frame.built_here() or held_frames.built_here()
 
 

@@ -23,8 +23,8 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: columns of a table row: address, then the shape padded with 1 to three dimensions
-ADDRESS, SHAPE = 0, slice(1, 4)
+#: a table row: the array's address, then its shape padded with 1 to three dimensions
+ADDRESS = 0
 
 
 class BufferTable:

@@ -186,12 +186,8 @@ class HopPath:
                 break
         band, g, rs_in = self.band, self.gain, self.rs_in
         t = self._table
-        if band is not None:
-            block, count, rs_in._t = _hop_in(t, x.reshape(n, 1), True, g._t, g._block, g._count,
-                                             band._t_in, rs_in.down, rs_in._t, w, r)  # fmt: skip
-        else:
-            block, count, rs_in._t = _hop_in(t, x.reshape(n, 1), False, 0, 0, 0, 0, rs_in.down,
-                                             rs_in._t, w, r)  # fmt: skip
+        meter = (True, g._t, g._block, g._count, band._t_in) if band is not None else _NO_METER
+        block, count, rs_in._t = _hop_in(t, x.reshape(n, 1), *meter, rs_in.down, rs_in._t, w, r)
         an._w = w + hop
         an._r = r + hop
         an.frames_out += 1
@@ -204,10 +200,14 @@ class HopPath:
             ready = g._n_out + 1 - g._ahead
             f0 = g._n_comb
             f1 = ready if ready > f0 else f0
-            _hop_out(t, mask, out.reshape(n, 1), hop, row * hop, ring._written % ring.capacity,
-                     ring._consumed % ring.capacity, fifo._written % fifo.capacity,
-                     fifo._consumed % fifo.capacity, *self._pf, True, g._n_in, g._n_out,
-                     f0, f1, g.released, band._p8, band._written, band._t_out)  # fmt: skip
+            split = (True, g._n_in, g._n_out, f0, f1, g.released, band._p8, band._written,
+                     band._t_out)  # fmt: skip
+        else:
+            split = _NO_SPLIT
+        _hop_out(t, mask, out.reshape(n, 1), hop, row * hop, ring._written % ring.capacity,
+                 ring._consumed % ring.capacity, fifo._written % fifo.capacity,
+                 fifo._consumed % fifo.capacity, *self._pf, *split)  # fmt: skip
+        if band is not None:
             g._n_in += 1
             g._n_out += 1
             g._n_comb = f1
@@ -216,11 +216,6 @@ class HopPath:
             band._written += n
             band._underflows += max(0, band._t_out + n - band._written)
             band._t_out += n
-        else:
-            _hop_out(t, mask, out.reshape(n, 1), hop, row * hop, ring._written % ring.capacity,
-                     ring._consumed % ring.capacity, fifo._written % fifo.capacity,
-                     fifo._consumed % fifo.capacity, *self._pf, False, 0, 0, 0, 0, 0, 0,
-                     0, 0)  # fmt: skip
         sy.frames_in += 1
         ring._written += hop
         ring._consumed += hop
@@ -235,6 +230,10 @@ def built_here() -> bool:
     return any(bool(getattr(getattr(f, "stats", None), "cache_misses", None))
                for f in (_hop_in, _hop_out))  # fmt: skip
 
+
+# the band split's per-call counters in narrowband use (its buffers are placeholders)
+_NO_METER = (False, 0, 0, 0, 0)
+_NO_SPLIT = (False, 0, 0, 0, 0, 0, 0, 0, 0)
 
 #: the buffers of the two kernels, by name, dtype and rank (``buffer_table``; read by index)
 _SLOTS = [

@@ -564,12 +564,13 @@ class DenoiserNet(nn.Module):
         t = spec.shape[1]
         if self.lookahead > 0:
             spec = F.pad(spec, (0, 0, 0, 0, 0, self.lookahead))
-        if self.pitch is not None:
-            if wave is None:
-                raise ValueError("this model's pitch channel needs the noisy waveform")
-            logits, loss, ppl = self.net.forward_offline(self.features(spec), self.pitch(wave))
+        feat = self.features(spec)
+        if self.pitch is None:
+            logits, loss, ppl = self.net.forward_offline(feat)
+        elif wave is None:
+            raise ValueError("this model's pitch channel needs the noisy waveform")
         else:
-            logits, loss, ppl = self.net.forward_offline(self.features(spec))
+            logits, loss, ppl = self.net.forward_offline(feat, self.pitch(wave))
         mask = torch.sigmoid(logits[:, 0])
         return mask[:, self.lookahead : self.lookahead + t], loss, ppl
 
