@@ -1,5 +1,6 @@
 """Per-band pitch correlation of the noisy input: an input channel for the ``rt`` network
-(``ModelConfig.pitch_channel``; training and the offline forward only, not yet in the engine).
+(``ModelConfig.pitch_channel``; this module: training and the offline forward; the streaming
+engine computes the same rows frame by frame in ``pitch_frame``).
 
 Where the shipped network loses STOI to RNNoise (0.75-2.4 kHz at low band SNR, and voices with a
 strong fundamental: ``benchmarks.voice_variant``) its only input is the log power of the last
@@ -23,11 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pitch_frame import BAND, EPS, LAG_MAX, LAG_MIN, SEG, grid_bins
 from .stft import StftConfig
-
-LAG_MIN, LAG_MAX = 20, 100  # samples at 8 kHz
-SEG = 256  # newest samples of a frame that choose its lag
-BAND = 16  # bins per correlation band (16 x 15.4 Hz = 246 Hz)
 
 
 class PitchCorrelation(nn.Module):
@@ -42,13 +40,12 @@ class PitchCorrelation(nn.Module):
             "window", torch.from_numpy(stft.window_array.copy()).float(), persistent=False
         )
         band = torch.arange(n_freqs) // BAND  # correlation band of each bin
-        grid_bins = torch.arange(n_freqs)
-        if width > 1:  # the first bin of each coarse band above the split
-            grid_bins = torch.cat([grid_bins[:split], torch.arange(split, n_freqs, width)])
+        cells = torch.from_numpy(grid_bins(n_freqs, split, width))  # a bin per grid cell
         self.n_bands = int(band[-1]) + 1
         self.register_buffer("band", band, persistent=False)
-        self.register_buffer("grid_band", band[grid_bins], persistent=False)
+        self.register_buffer("grid_band", band[cells], persistent=False)
 
+    @torch.jit.unused  # training and the offline forward; the exported step takes the rows
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         n = x.shape[-1]
@@ -83,5 +80,5 @@ class PitchCorrelation(nn.Module):
         sums = torch.zeros(*num.shape[:2], 3, self.n_bands, device=x.device)
         stacked = torch.stack([num, ex, ep], dim=2)  # [B, T, 3, F]
         sums.index_add_(3, self.band, stacked)
-        corr = sums[:, :, 0] / torch.sqrt(sums[:, :, 1] * sums[:, :, 2] + 1e-12)
+        corr = sums[:, :, 0] / torch.sqrt(sums[:, :, 1] * sums[:, :, 2] + EPS)
         return corr.index_select(2, self.grid_band)  # [B, T, F_c]

@@ -52,6 +52,9 @@ _NORM_EPS = 1e-10
 #: 2 or 3 frames of 519 points each cost ~16 us per frame, 4 frames ~4 us each (measured,
 #: float32). Streaming FFTs always run on a multiple of this many frames (padding rows unused).
 _FFT_LANES = 4
+#: samples the analyzer keeps before its next frame: the longest lag of a model's pitch
+#: channel (``pitch_frame.LAG_MAX``)
+HISTORY = 100
 
 
 def _lanes(m: int) -> int:
@@ -373,6 +376,10 @@ class StftAnalyzer:
     the boundary. Use :meth:`push` (at most ``max_push`` samples at a time), then :meth:`pop`
     any number of the :attr:`available` frames (at most ``max_frames`` per call).
 
+    The buffer also keeps the ``HISTORY`` samples before the next frame (zeros before the
+    stream), which a model's pitch channel reads (``pitch_frame``): the frames of the last
+    :meth:`pop` start at ``buf[:, last_start + j * hop]`` until the next :meth:`push`.
+
     Frames are windowed and transformed in batches (the FFT over whole SIMD lanes of 4
     frames), except a one-frame pop (streaming's hop-by-hop calls): one transform, not 4, by
     the split DFT of :mod:`.frame_dft` where the frame length suits it (519 = 3 x 173: ~7 us
@@ -391,7 +398,7 @@ class StftAnalyzer:
         self.max_push = max_frames * hop
         # kept between pops: < nperseg + hop*(frames not popped); room for two of that + a push
         n_hops = 2 * (-(-nps // hop) + max_frames) + max_frames + 2
-        self._buf = np.zeros((channels, n_hops * hop), np.float32)
+        self._buf = np.zeros((channels, n_hops * hop + 2 * HISTORY), np.float32)
         self._win = (cfg.window_array / cfg.window_array.sum()).astype(np.float32)
         # rows past the frames of a call are padding for the FFT's SIMD lanes (contents unused)
         self._windowed = np.zeros((channels, _lanes(max_frames), nps), np.float32)
@@ -404,9 +411,11 @@ class StftAnalyzer:
     def reset(self) -> None:
         """Start a new stream (the buffer holds only the ``pad`` boundary zeros)."""
         self._buf[:] = 0.0
-        self._r = 0  # start of the next frame (always a multiple of hop)
-        self._w = self.cfg.pad  # end of the written samples
+        self._r = HISTORY  # start of the next frame (HISTORY samples kept before it)
+        self._w = HISTORY + self.cfg.pad  # end of the written samples
         self.frames_out = 0
+        #: start of the first frame of the last pop in the buffer
+        self.last_start = HISTORY
 
     @property
     def available(self) -> int:
@@ -420,12 +429,12 @@ class StftAnalyzer:
         if n > self.max_push:
             raise ValueError(f"push at most {self.max_push} samples at a time, got {n}")
         if self._w + n > self._buf.shape[1]:
-            keep = self._w - self._r
-            if keep > self._r:  # would overlap: the caller let too many frames pile up
+            keep = self._w - self._r + HISTORY
+            if keep > self._r - HISTORY:  # would overlap: too many frames were left to pile up
                 raise RuntimeError("StftAnalyzer overfull: pop frames before pushing more")
             for row in self._buf:  # row by row: numpy copies 2-D overlapping-range moves first
-                row[:keep] = row[self._r : self._w]
-            self._r, self._w = 0, keep
+                row[:keep] = row[self._r - HISTORY : self._w]
+            self._r, self._w = HISTORY, keep
         self._buf[:, self._w : self._w + n] = x
         self._w += n
 
@@ -437,6 +446,7 @@ class StftAnalyzer:
         """
         if m > self.available or m > self.max_frames:
             raise ValueError(f"cannot pop {m} frames ({self.available} available)")
+        self.last_start = self._r
         if m == 1 and self._split is not None:
             mat, tw = self._split
             wq, y = self._split_work

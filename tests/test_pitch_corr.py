@@ -1,14 +1,12 @@
 """The pitch channel's input (``pitch_corr``): per-band correlation with the signal one pitch
 period earlier, causal, on the model's frames and grid; a model grown with it computes what
-the checkpoint did; it does not export (the engine does not compute it yet)."""
+the checkpoint did (the engine's side: ``test_pitch_frame``, ``test_pitch_engine``)."""
 
 import numpy as np
 import pytest
 import torch
 
-from rtdenoise.errors import UserError
-from rtdenoise.export import export_all
-from rtdenoise.model import DenoiserNet, preset_config, save_checkpoint
+from rtdenoise.model import DenoiserNet, preset_config
 from rtdenoise.pitch_corr import PitchCorrelation
 from tests.test_export import COARSE
 from training.torch_stft import TorchStft
@@ -65,9 +63,3 @@ def test_a_model_grown_with_the_channel_computes_what_its_checkpoint_did():
         torch.testing.assert_close(grown(spec, x)[0], base(spec)[0], rtol=0, atol=0)
     with pytest.raises(ValueError, match="waveform"):
         grown(spec)
-
-
-def test_it_does_not_export(tmp_path):
-    save_checkpoint(tmp_path / "p.pt", DenoiserNet(PITCH))
-    with pytest.raises(UserError, match="pitch channel"):
-        export_all(tmp_path / "p.pt", tmp_path / "out", torchscript=False)
