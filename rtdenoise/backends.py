@@ -3,6 +3,13 @@
     backend = load_backend("onnx")            # rtdenoise/models/lowlat.onnx (the default)
     backend.reset(channels)
     mask = backend.step(spec_ri)              # float32 [C, K, F, 2] -> float32 [C, K, F]
+    mask = backend.step(spec_ri, samples, start)   # a model with the pitch channel
+
+A model with the pitch channel (``ModelConfig.pitch_channel``) also reads each network frame's
+correlation with the input one pitch period earlier: the caller passes the 8 kHz input samples
+(the analyzer's buffer ``[C, n]``, frame j of the block at ``start + j * hop``, with
+``stft.HISTORY`` samples before it) and the backend computes the rows it needs
+(``pitch_frame``; ``needs_samples`` says whether it does).
 
 Each backend keeps the streaming state of the model (one stream per channel, the batch axis)
 between calls. ``block_frames`` is the K the model was exported for (default 4: latency
@@ -29,7 +36,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,6 +44,9 @@ from . import held_frames, network_frame
 from .errors import UserError
 from .held_frames import HeldFrames
 from .network_frame import NetworkFrame
+
+if TYPE_CHECKING:
+    from .pitch_frame import PitchFrames
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +79,30 @@ KINDS = tuple(DEFAULT_PATHS)
 class Backend(Protocol):
     block_frames: int
     lookahead_frames: int
+    #: whether :meth:`step` needs the input samples (a model with the pitch channel)
+    needs_samples: bool
 
     def reset(self, channels: int) -> None: ...
 
-    def step(self, spec_ri: np.ndarray) -> np.ndarray: ...
+    def step(
+        self, spec_ri: np.ndarray, samples: np.ndarray | None = None, start: int = 0
+    ) -> np.ndarray: ...
+
+
+def pitch_frames(meta: dict, n_freqs: int) -> PitchFrames | None:
+    """The pitch rows of an exported model with the pitch channel (None: it has none)."""
+    cfg = meta.get("model_config") or {}
+    if not cfg.get("pitch_channel", False):
+        return None
+    from .pitch_frame import PitchFrames  # imported only where needed (it loads scipy)
+    from .stft import StftConfig
+
+    split, width = int(cfg.get("band_split", 0)), int(cfg.get("band_width", 1))
+    return PitchFrames(StftConfig.from_dict(meta.get("stft", {})), n_freqs, split, width)
+
+
+def _no_samples() -> ValueError:
+    return ValueError("this model has the pitch channel: step() needs the input samples")
 
 
 def _sidecar_metadata(path: Path) -> dict:
@@ -117,9 +147,15 @@ class OnnxBackend:
         if not inputs or inputs[0].name != "spec":
             raise UserError(f"{path} is not an rtdenoise step model (first input is not 'spec')")
         self.n_freqs = int(inputs[0].shape[2])
-        self.state_names = [i.name for i in inputs[1:]]
+        #: the pitch rows (a model with the pitch channel: graph input 'pitch'), else None
+        self.pitch = pitch_frames(self.meta, self.n_freqs)
+        if (self.pitch is not None) != (len(inputs) > 1 and inputs[1].name == "pitch"):
+            raise UserError(f"{path}: its metadata and its graph disagree on the pitch channel")
+        self.needs_samples = self.pitch is not None
+        states = inputs[2:] if self.needs_samples else inputs[1:]
+        self.state_names = [i.name for i in states]
         # per-stream state shapes: graph input dims after the (symbolic) batch axis
-        self.state_shapes = [tuple(int(d) for d in i.shape[1:]) for i in inputs[1:]]
+        self.state_shapes = [tuple(int(d) for d in i.shape[1:]) for i in states]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.block_frames = int(block_frames or self.meta.get("block_frames", DEFAULT_BLOCK_FRAMES))
         self.lookahead_frames = int(self.meta.get("lookahead_frames", 0))
@@ -151,6 +187,10 @@ class OnnxBackend:
         self._cur = 0
         self._bound: dict[int, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
         self._views = [NetworkFrame.views(s) for s in self._states]
+        n_grid = self.pitch.n_grid if self.pitch is not None else 1
+        #: the pitch rows of a block (the graph's input) and of one network frame
+        self._pitch_rows = np.zeros((c, MAX_BLOCK_FRAMES, n_grid), np.float32)
+        self._pitch_row = np.zeros((c, n_grid), np.float32)
 
     def _bind(self, k: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         """Preallocated spec/mask for K frames and two IO bindings (one per state parity)."""
@@ -159,10 +199,13 @@ class OnnxBackend:
         c, f = self.channels, self.n_freqs
         spec = np.zeros((c, k, f, 2), np.float32)
         mask = np.zeros((c, k, f), np.float32)
+        pitch = np.ascontiguousarray(self._pitch_rows[:, :k])  # the graph's own copy
         bindings = []
         for parity in range(2):
             io = self.session.io_binding()
             _bind_array(io.bind_input, "spec", spec)
+            if self.pitch is not None:
+                _bind_array(io.bind_input, "pitch", pitch)
             _bind_array(io.bind_output, self.output_names[0], mask)
             src, dst = self._states[parity], self._states[1 - parity]
             for name, arr in zip(self.state_names, src, strict=True):
@@ -170,23 +213,30 @@ class OnnxBackend:
             for name, arr in zip(self.output_names[1:], dst, strict=True):
                 _bind_array(io.bind_output, name, arr)
             bindings.append(io)
-        self._bound[k] = (spec, mask, bindings)
+        self._bound[k] = (spec, mask, bindings, pitch)
         return self._bound[k]
 
-    def step(self, spec_ri: np.ndarray) -> np.ndarray:
-        """spec_ri float32 ``[C, K, F, 2]`` -> mask float32 ``[C, K, F]`` (buffer view)."""
+    def step(
+        self, spec_ri: np.ndarray, samples: np.ndarray | None = None, start: int = 0
+    ) -> np.ndarray:
+        """spec_ri float32 ``[C, K, F, 2]`` (+ the input samples, for a model with the pitch
+        channel: see the module doc) -> mask float32 ``[C, K, F]`` (buffer view)."""
         if spec_ri.shape[0] != self.channels:
             raise ValueError(f"got {spec_ri.shape[0]} channels, reset() was for {self.channels}")
+        if self.pitch is not None and samples is None:
+            raise _no_samples()
         k = spec_ri.shape[1]
         bound = self._bound.get(k)
-        spec, mask, bindings = bound if bound is not None else self._bind(k)
+        spec, mask, bindings, pitch = bound if bound is not None else self._bind(k)
         if k == 1 and self.held is not None and self.held.due(self._states[self._cur]):
             # the graph would discard its network frame: the held output, state in place
             self.held.step(spec_ri, self._states[self._cur], mask)
             return mask
         if k == 1 and self.network is not None:
             # one network frame: the compiled step, state in place
-            self.network.step(spec_ri, self._views[self._cur], mask)
+            self.network.step(
+                spec_ri, self._views[self._cur], mask, 0, self._row(spec_ri, samples, start, 0)
+            )
             return mask
         if self.compiled_blocks and self.network is not None:
             # a block (file mode): frame by frame through the same two compiled steps
@@ -195,9 +245,12 @@ class OnnxBackend:
                 if self.held.due(state):
                     self.held.step(spec_ri, state, mask, j)
                 else:
-                    self.network.step(spec_ri, views, mask, j)
+                    row = self._row(spec_ri, samples, start, j)
+                    self.network.step(spec_ri, views, mask, j, row)
             return mask
         np.copyto(spec, spec_ri)
+        if self.pitch is not None:  # every frame's row (the graph reads its network frames')
+            self.pitch.rows(samples, start, spec_ri, pitch)
         self.session.run_with_iobinding(bindings[self._cur])
         self._cur = 1 - self._cur
         return mask
@@ -207,16 +260,32 @@ class OnnxBackend:
         """The current state tensors (order of ``state_names``)."""
         return self._states[self._cur]
 
+    def _row(
+        self, spec_ri: np.ndarray, samples: np.ndarray | None, start: int, j: int
+    ) -> np.ndarray | None:
+        """The pitch rows ``[C, F_c]`` of frame j of the block (None: no pitch channel)."""
+        if self.pitch is None or samples is None:
+            return None
+        p, hop = self.pitch, self.pitch.hop
+        for c in range(spec_ri.shape[0]):
+            p.row(samples[c], start + j * hop, spec_ri[c, j], self._pitch_row[c])
+        return self._pitch_row
+
     def warm_up(self) -> bool:
         """Build the compiled steps a block of ``block_frames`` takes (or load them from
         numba's cache) before a stream starts, then reset the state. -> whether this process
         compiled them (the first run after an install: ~20 s of CPU)."""
         if self.network is None and self.held is None:
             return False
-        c = self.channels
-        self.step(np.zeros((c, self.block_frames, self.n_freqs, 2), np.float32))
+        c, k = self.channels, self.block_frames
+        samples, h, p = None, 0, self.pitch
+        if p is not None:  # silence, laid out as the analyzer's buffer
+            h = p.history
+            samples = np.zeros((c, h + p.nperseg + k * p.hop), np.float32)
+        self.step(np.zeros((c, k, self.n_freqs, 2), np.float32), samples, h)
         self.reset(c)
-        return network_frame.built_here() or held_frames.built_here()
+        built = network_frame.built_here() or held_frames.built_here()
+        return built or (p is not None and p.built_here())
 
 
 def _bind_array(bind: Any, name: str, arr: np.ndarray) -> None:
@@ -237,21 +306,35 @@ class _TorchStepBackend:
         self.meta = meta
         self.block_frames = int(block_frames or meta.get("block_frames", DEFAULT_BLOCK_FRAMES))
         self.lookahead_frames = int(meta.get("lookahead_frames", 0))
+        n_freqs = int(meta.get("stft", {}).get("n_freqs", 0))
+        self.pitch = pitch_frames(meta, n_freqs)
+        self.needs_samples = self.pitch is not None
         self.reset(1)
 
     def reset(self, channels: int) -> None:
         self.channels = int(channels)
         self.state = self.module.init_state(self.channels)
 
-    def _call(self, spec: Any, state: list[Any]) -> tuple[Any, list[Any]]:
+    def _call(self, spec: Any, state: list[Any], pitch: Any) -> tuple[Any, list[Any]]:
         raise NotImplementedError
 
-    def step(self, spec_ri: np.ndarray) -> np.ndarray:
-        """spec_ri float32 ``[C, K, F, 2]`` -> mask float32 ``[C, K, F]``."""
+    def step(
+        self, spec_ri: np.ndarray, samples: np.ndarray | None = None, start: int = 0
+    ) -> np.ndarray:
+        """spec_ri float32 ``[C, K, F, 2]`` (+ the input samples, for a model with the pitch
+        channel) -> mask float32 ``[C, K, F]``."""
         if spec_ri.shape[0] != self.channels:
             raise ValueError(f"got {spec_ri.shape[0]} channels, reset() was for {self.channels}")
+        pitch = None
+        if self.pitch is not None:
+            if samples is None:
+                raise _no_samples()
+            c, k = spec_ri.shape[:2]
+            rows = np.zeros((c, k, self.pitch.n_grid), np.float32)
+            self.pitch.rows(samples, start, spec_ri, rows)
+            pitch = self._torch.from_numpy(rows)
         with self._torch.inference_mode():
-            mask, self.state = self._call(self._torch.from_numpy(spec_ri), self.state)
+            mask, self.state = self._call(self._torch.from_numpy(spec_ri), self.state, pitch)
         return mask.numpy()
 
 
@@ -270,8 +353,8 @@ class TorchScriptBackend(_TorchStepBackend):
         meta = json.loads(extra["metadata.json"] or "{}") or _sidecar_metadata(path)
         super().__init__(module.eval(), meta, block_frames, threads)
 
-    def _call(self, spec: Any, state: list[Any]) -> tuple[Any, list[Any]]:
-        return self.module(spec, state)
+    def _call(self, spec: Any, state: list[Any], pitch: Any) -> tuple[Any, list[Any]]:
+        return self.module(spec, state, pitch)
 
 
 class TorchBackend(_TorchStepBackend):
@@ -288,8 +371,8 @@ class TorchBackend(_TorchStepBackend):
         meta = _sidecar_metadata(Path(path)) or metadata(model)
         super().__init__(model, meta, block_frames, threads)
 
-    def _call(self, spec: Any, state: list[Any]) -> tuple[Any, list[Any]]:
-        return self.module.step(spec, state)
+    def _call(self, spec: Any, state: list[Any], pitch: Any) -> tuple[Any, list[Any]]:
+        return self.module.step(spec, state, pitch)
 
 
 # ============================================================================ factory

@@ -68,12 +68,13 @@ class FrameRate(nn.Module):
 
     def select(
         self, x: torch.Tensor, frames: torch.Tensor, phase: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Network input of a block.
 
         x ``[B, 1, K, F_c]``, frames ``[B, R-1, F_c]``, phase ``[B, 1]`` -> (network input
         ``[B, R, N, F_c]``, hold index ``[K]`` (0: the held output, j+1: network frame j),
-        drop ``[]`` bool (the last network frame is a placeholder), new frames, new phase).
+        drop ``[]`` bool (the last network frame is a placeholder), new frames, new phase,
+        the block position of each network frame ``[N]``).
         """
         r = self.stride
         seq = torch.cat([frames, x[:, 0]], dim=1)  # [B, R-1+K, F_c]; block frame i at i+R-1
@@ -90,7 +91,7 @@ class FrameRate(nn.Module):
         net_in = torch.stack([seq.index_select(1, pos + j) for j in range(r)], dim=1)
         hold = torch.div(i - q + r, r, rounding_mode="floor")
         new_phase = torch.remainder(phase + (last + 1).to(phase.dtype), float(r))
-        return net_in, hold, drop, seq[:, -(r - 1) :], new_phase
+        return net_in, hold, drop, seq[:, -(r - 1) :], new_phase, pos
 
     def hold(
         self, h: torch.Tensor, held: torch.Tensor, index: torch.Tensor

@@ -82,9 +82,9 @@ class StreamingStep(nn.Module):
         self.model = model
 
     def forward(
-        self, spec: torch.Tensor, state: list[torch.Tensor]
+        self, spec: torch.Tensor, state: list[torch.Tensor], pitch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.model.step(spec, state)
+        return self.model.step(spec, state, pitch)
 
     @torch.jit.export
     def init_state(self, batch: int) -> list[torch.Tensor]:
@@ -101,6 +101,33 @@ class _FlatStep(nn.Module):
     def forward(self, spec: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         mask, new = self.model.step(spec, list(state))
         return (mask, *new)
+
+
+class _FlatPitchStep(nn.Module):
+    """The same for a model with the pitch channel: ``(spec, pitch, *state) -> (mask, ...)``,
+    pitch ``[B, K, F_c]`` (``pitch_frame``)."""
+
+    def __init__(self, model: DenoiserNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, spec: torch.Tensor, pitch: torch.Tensor, *state: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        mask, new = self.model.step(spec, list(state), pitch)
+        return (mask, *new)
+
+
+def graph_inputs(model: DenoiserNet) -> list[str]:
+    """The step graph's inputs before its states: the spectrum (and the pitch rows)."""
+    return ["spec", "pitch"] if model.cfg.pitch_channel else ["spec"]
+
+
+def _pitch_rows(model: DenoiserNet, k: int, g: torch.Generator | None = None) -> torch.Tensor:
+    n_grid = model.net.bands.n_bins
+    if g is None:
+        return torch.zeros(1, k, n_grid)
+    return torch.rand(1, k, n_grid, generator=g) * 2 - 1
 
 
 def output_names(state_names: list[str]) -> list[str]:
@@ -194,7 +221,13 @@ def export_onnx(
     outs = output_names(names)
     state = model.init_state(1)
     spec = torch.zeros(1, DEFAULT_BLOCK_FRAMES, model.cfg.n_freqs, 2)
-    dynamic = {"spec": {0: "batch", 1: "frames"}, "mask": {0: "batch", 1: "frames"}}
+    inputs = graph_inputs(model)
+    first: tuple[torch.Tensor, ...] = (spec,)
+    step: nn.Module = _FlatStep(model)
+    if "pitch" in inputs:
+        first = (spec, _pitch_rows(model, DEFAULT_BLOCK_FRAMES))
+        step = _FlatPitchStep(model)
+    dynamic = {n: {0: "batch", 1: "frames"} for n in inputs + ["mask"]}
     for n in names + outs[1:]:
         dynamic[n] = {0: "batch"}
     path = Path(path)
@@ -202,12 +235,12 @@ def export_onnx(
         warnings.simplefilter("ignore")
         try:  # the TorchScript-based exporter handles the list-of-states graph directly
             torch.onnx.export(
-                _FlatStep(model),
-                (spec, *state),
+                step,
+                (*first, *state),
                 str(path),
                 dynamo=False,
                 opset_version=opset,
-                input_names=["spec"] + names,
+                input_names=inputs + names,
                 output_names=outs,
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
@@ -216,14 +249,14 @@ def export_onnx(
             log.info("legacy ONNX exporter unavailable, using the dynamo exporter")
             batch = torch.export.Dim("batch", min=1, max=64)
             frames = torch.export.Dim("frames", min=1, max=64)
-            shapes = ({0: batch, 1: frames},) + tuple({0: batch} for _ in names)
+            shapes = tuple({0: batch, 1: frames} for _ in inputs) + tuple({0: batch} for _ in names)
             torch.onnx.export(
-                _FlatStep(model),
-                (spec, *state),
+                step,
+                (*first, *state),
                 str(path),
                 dynamo=True,
                 opset_version=max(opset, 18),
-                input_names=["spec"] + names,
+                input_names=inputs + names,
                 output_names=outs,
                 dynamic_shapes=shapes,
                 external_data=False,
@@ -253,8 +286,11 @@ def check_onnx(model: DenoiserNet, path: str | Path, steps: int = 20, k: int = 4
     with torch.no_grad():
         for _ in range(steps):
             spec = torch.randn(1, k, model.cfg.n_freqs, 2, generator=g) * 0.05
-            mask, state = model.step(spec, state)
+            pitch = _pitch_rows(model, k, g) if model.cfg.pitch_channel else None
+            mask, state = model.step(spec, state, pitch)
             feeds = {"spec": spec.numpy(), **dict(zip(names, feeds_state, strict=True))}
+            if pitch is not None:
+                feeds["pitch"] = pitch.numpy()
             got = sess.run(None, feeds)
             for ref, out in zip([mask, *state], got, strict=True):
                 worst = max(worst, float(np.abs(ref.numpy() - out).max()))
@@ -275,11 +311,6 @@ def export_all(
     model = load_checkpoint(ckpt)
     if not model.cfg.causal:
         raise UserError(f"preset {model.cfg.preset!r} is offline only; export needs 'rt'")
-    if model.cfg.pitch_channel:
-        raise UserError(
-            "this model has the pitch channel, which the streaming engine does not compute yet:"
-            " it trains and runs offline only"
-        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fused = inference_copy(model)

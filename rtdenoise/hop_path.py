@@ -59,6 +59,9 @@ class HopPath:
         self.band = s._band
         self.gain = core.observer
         self.backend = core.processor.backend
+        self._step = self.backend.step
+        #: the backend reads the input samples (a model with the pitch channel)
+        self._samples = bool(getattr(self.backend, "needs_samples", False))
         hop = core.cfg.hop
         self.hop = hop
         self.ratio = s.sample_rate // core.cfg.sample_rate
@@ -191,7 +194,7 @@ class HopPath:
         an._w = w + hop
         an._r = r + hop
         an.frames_out += 1
-        mask = self.backend.step(self._ri)
+        mask = self._step(self._ri, an._buf, r) if self._samples else self._step(self._ri)
         row = min(sy.frames_in, sy._n_start_blocks)
         if band is not None:
             g._block, g._count = block, count

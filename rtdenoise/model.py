@@ -230,6 +230,8 @@ class RtUNet(nn.Module):
             if cfg.harmonic_channel
             else None
         )
+        #: the pitch channel: one more input, its rows given by the caller
+        self.has_pitch = bool(cfg.pitch_channel)
         n_in = r + (1 if cfg.harmonic_channel else 0) + (1 if cfg.pitch_channel else 0)
         self.enc = nn.ModuleList()
         cin = n_in  # the R frames up to a network frame (and the comb), as channels
@@ -361,6 +363,15 @@ class RtUNet(nn.Module):
             return x
         return torch.cat([x, self.harmonic(x[:, -1])], dim=1)
 
+    def _with_pitch(self, x: torch.Tensor, pitch: torch.Tensor | None) -> torch.Tensor:
+        """Network input ``[B, C, N, F_c]`` -> with the pitch rows of its frames ``[B, N, F_c]``
+        appended as a channel (``pitch_channel``), else unchanged."""
+        if not self.has_pitch:
+            return x
+        if pitch is None:
+            raise ValueError("this model's pitch channel needs its rows (the noisy waveform)")
+        return torch.cat([x, pitch.unsqueeze(1)], dim=1)
+
     def logits(self, head: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         """Head output ``[B, 1|2, T, F_c]`` per STFT frame + features ``[B, 1, T, F]`` -> mask
         logits ``[B, 1, T, F]`` (affine: offset + slope x the frame's own feature, per bin)."""
@@ -383,10 +394,10 @@ class RtUNet(nn.Module):
         x = self.bands.compress(feat)
         g = self._grid_state
         if self.stride > 1:
-            x, index, _, _, _ = self.rate.select(x, state[g], state[g + 2])
-        x = self._with_comb(x)
-        if pitch is not None:  # network frame n at STFT frame nR (offline: phase 0)
-            x = torch.cat([x, pitch[:, None, :: self.stride]], dim=1)
+            x, index, _, _, _, pos = self.rate.select(x, state[g], state[g + 2])
+            if pitch is not None:  # network frame n at STFT frame nR (offline: phase 0)
+                pitch = pitch.index_select(1, pos)
+        x = self._with_pitch(self._with_comb(x), pitch)
         band = self.window_band(min(x.shape[2], MAX_BLOCK))
         z, skips, _ = self.encode(x, state, band)
         q, loss, ppl = self.vq(z)
@@ -396,18 +407,23 @@ class RtUNet(nn.Module):
         return self.logits(head, feat), loss, ppl
 
     def step(
-        self, feat: torch.Tensor, state: list[torch.Tensor]
+        self, feat: torch.Tensor, state: list[torch.Tensor], pitch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """feat ``[B, 1, K, F]``, state (+ the pitch rows ``[B, K, F_c]`` of the block's frames
+        where the config has the pitch channel; only the network frames' rows are read) ->
+        (mask logits, new state)."""
         x = self.bands.compress(feat)
         if self.stride == 1:
-            x = self._with_comb(x)
+            x = self._with_pitch(self._with_comb(x), pitch)
             band = self.window_band(x.shape[2])
             z, skips, new_enc = self.encode(x, state, band)
             head, new_dec = self.decode(self.vq.quantize(z), skips, x, state, band)
             return self.logits(head, feat), new_enc + new_dec
         g = self._grid_state
-        x, index, drop, frames, phase = self.rate.select(x, state[g], state[g + 2])
-        x = self._with_comb(x)
+        x, index, drop, frames, phase, pos = self.rate.select(x, state[g], state[g + 2])
+        if pitch is not None:
+            pitch = pitch.index_select(1, pos)
+        x = self._with_pitch(self._with_comb(x), pitch)
         band = self.window_band(x.shape[2])
         z, skips, new_enc = self.encode(x, state, band, drop)
         head, new_dec = self.decode(self.vq.quantize(z), skips, x, state, band, drop)
@@ -508,7 +524,7 @@ class SeedUNet(nn.Module):
         return []
 
     def step(
-        self, feat: torch.Tensor, state: list[torch.Tensor]
+        self, feat: torch.Tensor, state: list[torch.Tensor], pitch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         raise RuntimeError("the seed preset is offline only (non-causal); use preset 'rt'")
 
@@ -585,10 +601,11 @@ class DenoiserNet(nn.Module):
 
     @torch.jit.export
     def step(
-        self, spec: torch.Tensor, state: list[torch.Tensor]
+        self, spec: torch.Tensor, state: list[torch.Tensor], pitch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """spec ``[B, K, F, 2]`` + state -> (mask ``[B, K, F]``, new state); inputs untouched."""
-        logits, new_state = self.net.step(self.features(spec), state)
+        """spec ``[B, K, F, 2]`` + state (+ the pitch rows ``[B, K, F_c]`` for a model with the
+        pitch channel: ``pitch_frame``) -> (mask ``[B, K, F]``, new state); inputs untouched."""
+        logits, new_state = self.net.step(self.features(spec), state, pitch)
         return torch.sigmoid(logits[:, 0]), new_state
 
 
@@ -628,7 +645,12 @@ def model_complexity(cfg: ModelConfig | None = None, frames: int = 64) -> dict[s
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, VectorQuantizer))
     ]
     spec = torch.randn(1, frames, cfg.n_freqs, 2) * 0.01
-    model(spec)
+    if cfg.pitch_channel:  # its rows come from outside the network (``pitch_frame``)
+        model.net.forward_offline(
+            model.features(spec), torch.zeros(1, frames, model.net.bands.n_bins)
+        )
+    else:
+        model(spec)
     for h in handles:
         h.remove()
     # causal SE window averages: context adds per channel per network frame

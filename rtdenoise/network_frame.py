@@ -9,7 +9,8 @@ in plain loops, the state updated in place.
 
 It computes the call that runs the network (``held_frames`` answers the others when the frame
 stride R > 1): features, band compression, the R input frames stacked as channels (and the
-harmonic comb channel of ``harmonic.py`` where the model has it: ``_comb_channel``), the
+harmonic comb channel of ``harmonic.py`` where the model has it: ``_comb_channel``; and the
+pitch rows of the frame, given by the backend, for a model with the pitch channel), the
 encoder, bottleneck, vector quantizer and decoder, the head and the mask, then the grid state
 (frames shift, head output held, phase advanced). The states are the graph's own arrays in
 the graph's layouts, read and written in place, so network frames computed here, held frames
@@ -116,8 +117,10 @@ class NetworkFrame:
         wi.append(wa.add(np.asarray(feats["std"], np.float32)))
         si.append(sa.zeros(1, n_freqs))  # normalised features
         harm = bool(cfg.get("harmonic_channel", False))
-        n_in = r + int(harm)
-        si.append(sa.zeros(n_in, n_bins))  # network input: R frames (and the comb) as channels
+        pitch = bool(cfg.get("pitch_channel", False))
+        n_in = r + int(harm) + int(pitch)
+        # network input: R frames (and the comb, and the pitch rows) as channels
+        si.append(sa.zeros(n_in, n_bins))
         cin = n_in
         for i, c in enumerate(w):
             conv(f"enc.{i}.conv.block.conv")
@@ -172,10 +175,14 @@ class NetworkFrame:
         self.band_of_bin = index.astype(np.int64)
         self.dims = np.asarray(
             [len(w), len(dil), r, kf, kfb, groups, split, width, int(self.affine), ctx, int(harm)]
+            + [int(pitch)]
             + dil,
             np.int64,
         )
         self.eps = np.float32(cfg.get("feat_eps", 1e-10))
+        #: whether a step takes the pitch rows of its frame; a placeholder where it does not
+        self.has_pitch = pitch
+        self._no_pitch = np.zeros((1, 1), np.float32)
         self.calls = 0  # network frames computed here (tests, benchmarks)
 
     # ------------------------------------------------------------------ construction
@@ -233,10 +240,13 @@ class NetworkFrame:
         views: tuple[np.ndarray, ...],
         mask: np.ndarray,
         frame: int = 0,
+        pitch: np.ndarray | None = None,
     ) -> None:
-        """Frame ``frame`` of spec_ri ``[C, K, F, 2]`` -> that frame of mask ``[C, K, F]``
-        (written); the state (``views`` of the graph's state arrays) advanced by one network
-        frame in place."""
+        """Frame ``frame`` of spec_ri ``[C, K, F, 2]`` (+ its pitch rows ``[C, F_c]`` for a
+        model with the pitch channel) -> that frame of mask ``[C, K, F]`` (written); the state
+        (``views`` of the graph's state arrays) advanced by one network frame in place."""
+        if self.has_pitch and pitch is None:
+            raise ValueError("this model has the pitch channel: the step needs its rows")
         _network_frame(
             spec_ri,
             views,
@@ -251,6 +261,7 @@ class NetworkFrame:
             self.dims,
             self.eps,
             frame,
+            pitch if self.has_pitch else self._no_pitch,
         )
         self.calls += 1
 
@@ -390,7 +401,7 @@ def _comb_channel(xl, comb, scored, win, msk, beta, noise, sc, out):
 
 @njit(cache=True, nogil=True, fastmath=_SUMS)
 def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_of_bin, dims,
-                   eps, k_in):  # fmt: skip
+                   eps, k_in, pitch):  # fmt: skip
     n_enc, n_mid, r, kf, kfb = dims[0], dims[1], dims[2], dims[3], dims[4]
     groups, split, width, affine, ctx = dims[5], dims[6], dims[7], dims[8] != 0, dims[9]
     n_f = spec.shape[2]
@@ -428,6 +439,10 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
                           _mat(wts, wtab, widx[nw - 3])[0], _mat(wts, wtab, widx[nw - 2])[0],
                           consts[0, 0], consts[0, 1], _mat(work, stab, sidx[sidx.shape[0] - 1]),
                           x[r])  # fmt: skip
+        if dims[11] != 0:  # the pitch rows of this frame (``pitch_frame``), the last channel
+            xp = x[x.shape[0] - 1]
+            for q in range(x.shape[1]):
+                xp[q] = pitch[b, q]
         # encoder
         cur = x
         for _ in range(n_enc):
@@ -444,7 +459,7 @@ def _network_frame(spec, states, mask, wts, wtab, widx, work, stab, sidx, band_o
             cur = y
         # bottleneck: residual dilated causal convs (groups), then SE
         for j in range(n_mid):
-            d = dims[11 + j]
+            d = dims[12 + j]
             cache = states[st][b]  # [C, d * F]: the last d frames, oldest first
             w = _mat(wts, wtab, widx[wp])
             bias = _mat(wts, wtab, widx[wp + 1])

@@ -30,8 +30,14 @@ class FrameProcessor(Protocol):
     def reset(self, channels: int) -> None:
         """Forget all state; the next call starts a new stream of ``channels`` channels."""
 
-    def process(self, frames: np.ndarray, out: np.ndarray) -> None:
-        """frames: complex64 ``[C, K, F]`` -> out (same shape, preallocated, written in place)."""
+    def process(
+        self, frames: np.ndarray, out: np.ndarray, samples: np.ndarray | None = None, start: int = 0
+    ) -> None:
+        """frames: complex64 ``[C, K, F]`` -> out (same shape, preallocated, written in place).
+
+        ``samples``, ``start``: the 8 kHz input the frames were cut from (float32 ``[C, n]``;
+        frame j at ``start + j * hop``, ``stft.HISTORY`` samples kept before it), for a
+        processor whose ``needs_samples`` is true (a model with the pitch channel)."""
 
 
 class IdentityProcessor:
@@ -44,7 +50,11 @@ class IdentityProcessor:
     def reset(self, channels: int) -> None:
         pass
 
-    def process(self, frames: np.ndarray, out: np.ndarray) -> None:
+    needs_samples = False
+
+    def process(
+        self, frames: np.ndarray, out: np.ndarray, samples: np.ndarray | None = None, start: int = 0
+    ) -> None:
         out[...] = frames
 
 
@@ -84,6 +94,8 @@ class MaskProcessor:
         if not 0.0 <= pitch_postfilter <= 1.0:
             raise ValueError(f"pitch_postfilter must be in [0, 1], got {pitch_postfilter}")
         self.backend = backend
+        #: whether :meth:`process` needs the input samples (the backend's model reads them)
+        self.needs_samples = bool(getattr(backend, "needs_samples", False))
         self.block_frames = int(backend.block_frames)
         self.lookahead_frames = int(backend.lookahead_frames)
         self.atten_lim_db = float(atten_lim_db)
@@ -108,8 +120,12 @@ class MaskProcessor:
         self._gain = np.zeros((c, k, f), np.float32)
         self._delay = np.zeros((c, self.lookahead_frames + k, f), np.complex64)
 
-    def process(self, frames: np.ndarray, out: np.ndarray) -> None:
-        """frames complex64 ``[C, K, F]`` -> out ``[C, K, F]`` (preallocated, may not alias)."""
+    def process(
+        self, frames: np.ndarray, out: np.ndarray, samples: np.ndarray | None = None, start: int = 0
+    ) -> None:
+        """frames complex64 ``[C, K, F]`` -> out ``[C, K, F]`` (preallocated, may not alias);
+        ``samples``, ``start`` as :meth:`FrameProcessor.process` (read where the model needs
+        them)."""
         if frames.shape != self._shape:
             if frames.shape[0] != self.channels:
                 raise ValueError(f"got {frames.shape[0]} channels, reset() was for {self.channels}")
@@ -121,7 +137,9 @@ class MaskProcessor:
             ri = self._ri
             ri[..., 0] = frames.real
             ri[..., 1] = frames.imag
-        mask = self.backend.step(ri)
+        mask = (
+            self.backend.step(ri, samples, start) if self.needs_samples else self.backend.step(ri)
+        )
         la = self.lookahead_frames
         if la == 0 and frames.dtype == np.complex64 and out.dtype == np.complex64:
             # one compiled pass (live mode calls this every 3.9 ms with one frame)

@@ -128,13 +128,19 @@ class _Core:
         proc = self._proc
         direct = self.channels == 1  # block slices are contiguous: no copies
         kept = 0
+        # the input the frames were cut from (a model with the pitch channel reads it)
+        an = self.analyzer
+        reads = getattr(self.processor, "needs_samples", False)
         for s in range(0, frames.shape[1], k):
-            if direct:
-                out = proc[:, kept : kept + k]
-                self.processor.process(frames[:, s : s + k], out)
+            blk_in, blk_out = (frames[:, s : s + k], proc[:, kept : kept + k])
+            if not direct:
+                self._blk_in[:] = blk_in
+                blk_in, blk_out = self._blk_in, self._blk_out
+            if reads:
+                self.processor.process(blk_in, blk_out, an._buf, an.last_start + s * self.cfg.hop)
             else:
-                self._blk_in[:] = frames[:, s : s + k]
-                self.processor.process(self._blk_in, self._blk_out)
+                self.processor.process(blk_in, blk_out)
+            if not direct:
                 proc[:, kept : kept + k] = self._blk_out
             if self._drop:  # the processor's first `lookahead` frames precede the stream
                 d = min(self._drop, k)
