@@ -70,6 +70,7 @@ class PitchFrames:
         self._work = split_rdft_scratch(self._plan) if self._plan else None
         self._p = np.zeros((1, n_freqs), np.complex64)  # the delayed frame's spectrum
         self._sums = np.zeros((3, self.n_bands), np.float64)
+        self._acc = np.zeros(LAG_MAX - LAG_MIN + 1, np.float32)  # every lag's dot product
 
     @staticmethod
     def built_here() -> bool:
@@ -80,13 +81,14 @@ class PitchFrames:
         spectrum ``x_ri`` (float32 ``[F, 2]``, analyzer scaling) -> ``out`` float32 ``[F_c]``."""
         if start < HISTORY:
             raise ValueError(f"a pitch row needs {HISTORY} samples before the frame")
-        lag = _lag(buf, start + self.nperseg)
-        d = start - lag
-        if self._plan is not None:
+        if self._plan is not None:  # one compiled call
             mat, tw = self._plan
-            window_rdft(buf[None], d, self.win, mat, tw, *self._work, self._p)
-        else:
-            self._p[0] = np.fft.rfft(buf[d : d + self.nperseg] * self.win)
+            wq, y = self._work
+            _row(buf, start, self.win, mat, tw, wq, y, self._p, self._acc, x_ri, self.band,
+                 self.grid_band, self.eps, self._sums, out)  # fmt: skip
+            return
+        d = start - _lag(buf, start + self.nperseg, self._acc)
+        self._p[0] = np.fft.rfft(buf[d : d + self.nperseg] * self.win)
         _band_corr(x_ri, self._p[0], self.band, self.grid_band, self.eps, self._sums, out)
 
     def rows(
@@ -106,10 +108,31 @@ class PitchFrames:
 
 
 @numba.njit(cache=True, nogil=True)
-def _lag(x, end):  # pragma: no cover - compiled
+def _row(
+    buf, start, win, mat, tw, wq, y, p, acc, x_ri, band, grid_band, eps, sums, out
+):  # pragma: no cover
+    """:meth:`PitchFrames.row` by the split DFT, in one call."""
+    n = win.shape[0]
+    d = start - _lag(buf, start + n, acc)
+    window_rdft(buf.reshape((1, buf.shape[0])), d, win, mat, tw, wq, y, p)
+    _band_corr(x_ri, p[0], band, grid_band, eps, sums, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lag(x, end, acc):  # pragma: no cover - compiled
     """The lag in LAG_MIN..LAG_MAX whose normalised correlation of ``x[end - SEG : end]`` with
-    ``x[end - SEG - L : end - L]`` is the largest (ties: the longer lag)."""
+    ``x[end - SEG - L : end - L]`` is the largest (ties: the longer lag); acc float32
+    ``[LAG_MAX - LAG_MIN + 1]`` work."""
     cur = end - SEG
+    n_lags = LAG_MAX - LAG_MIN + 1
+    # every lag's dot product at once, sample by sample: a contiguous multiply-add over the
+    # lags (vectorised), acc[k] for lag LAG_MAX - k
+    acc[:] = 0.0
+    for n in range(SEG):
+        c = x[cur + n]
+        base = cur + n - LAG_MAX
+        for k in range(n_lags):
+            acc[k] += x[base + k] * c
     e_cur = 0.0
     for n in range(SEG):
         e_cur += float(x[cur + n]) * float(x[cur + n])
@@ -119,16 +142,13 @@ def _lag(x, end):  # pragma: no cover - compiled
         v = float(x[cur - LAG_MAX + n])
         e_lag += v * v
     best, best_lag = -np.inf, LAG_MAX
-    for lag in range(LAG_MAX, LAG_MIN - 1, -1):
-        if lag < LAG_MAX:  # window moves one sample later: drop its first, add a new last
+    for k in range(n_lags):
+        lag = LAG_MAX - k
+        if k > 0:  # window moves one sample later: drop its first, add a new last
             a = float(x[cur - lag - 1])
             b = float(x[cur - lag + SEG - 1])
             e_lag += b * b - a * a
-        s = 0.0
-        o = cur - lag
-        for n in range(SEG):
-            s += float(x[o + n]) * float(x[cur + n])
-        r = s / np.sqrt(max(e_lag, 0.0) * e_cur + 1e-12)
+        r = float(acc[k]) / np.sqrt(max(e_lag, 0.0) * e_cur + 1e-12)
         if r > best:
             best, best_lag = r, lag
     return best_lag
@@ -153,5 +173,6 @@ def _band_corr(x_ri, p, band, grid_band, eps, sums, out):  # pragma: no cover - 
 def built_here() -> bool:
     """Whether this process compiled the kernels (numba found no usable cache for them)."""
     return any(
-        bool(getattr(getattr(f, "stats", None), "cache_misses", None)) for f in (_lag, _band_corr)
+        bool(getattr(getattr(f, "stats", None), "cache_misses", None))
+        for f in (_row, _lag, _band_corr)
     )
