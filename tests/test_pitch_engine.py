@@ -100,3 +100,17 @@ def test_a_step_without_the_samples_is_refused(exported):
     b = load_backend("onnx", paths["onnx"], block_frames=4)
     with pytest.raises(ValueError, match="pitch channel"):
         b.step(np.zeros((1, 4, PITCH.n_freqs, 2), np.float32))
+
+
+def test_each_channel_reads_its_own_samples(exported):
+    """Two channels at once == each alone (the rows come from each channel's own input)."""
+    _, paths = exported
+
+    def run(x: np.ndarray) -> np.ndarray:
+        proc = MaskProcessor(load_backend("onnx", paths["onnx"], block_frames=4))
+        return Streamer(processor=proc, sample_rate=8000, channels=x.shape[1]).process(x)
+
+    a, b = _noisy(5000, 8000, seed=2), _noisy(5000, 8000, seed=3)[::-1].copy()
+    both = run(np.stack([a, b], 1))
+    np.testing.assert_allclose(both[:, 0], run(a[:, None])[:, 0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(both[:, 1], run(b[:, None])[:, 0], atol=1e-6, rtol=0)
