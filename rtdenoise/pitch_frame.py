@@ -118,35 +118,40 @@ def _row(
     _band_corr(x_ri, p[0], band, grid_band, eps, sums, out)
 
 
-@numba.njit(cache=True, nogil=True)
+#: the dot products may be reassociated (vectorised): float32 rounding only, as the torch
+#: side's float32 FFT has its own
+_SUMS = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_SUMS)
 def _lag(x, end, acc):  # pragma: no cover - compiled
     """The lag in LAG_MIN..LAG_MAX whose normalised correlation of ``x[end - SEG : end]`` with
     ``x[end - SEG - L : end - L]`` is the largest (ties: the longer lag); acc float32
     ``[LAG_MAX - LAG_MIN + 1]`` work."""
     cur = end - SEG
     n_lags = LAG_MAX - LAG_MIN + 1
-    # every lag's dot product at once, sample by sample: a contiguous multiply-add over the
-    # lags (vectorised), acc[k] for lag LAG_MAX - k
-    acc[:] = 0.0
-    for n in range(SEG):
-        c = x[cur + n]
-        base = cur + n - LAG_MAX
-        for k in range(n_lags):
-            acc[k] += x[base + k] * c
+    # slices, so that every index is a loop counter's (no negative-index checks: the dot
+    # products vectorise, ~1.5 us for all lags against ~20 us indexing x itself)
+    w = x[cur - LAG_MAX : end]  # lag LAG_MAX - k: w[k : k + SEG]
+    c = x[cur:end]
+    for k in range(n_lags):
+        s = np.float32(0.0)
+        for n in range(SEG):
+            s += w[n + k] * c[n]
+        acc[k] = s
     e_cur = 0.0
     for n in range(SEG):
-        e_cur += float(x[cur + n]) * float(x[cur + n])
+        e_cur += float(c[n]) * float(c[n])
     # the lagged segment's energy slides: start at LAG_MAX, add/remove one sample per lag
     e_lag = 0.0
     for n in range(SEG):
-        v = float(x[cur - LAG_MAX + n])
-        e_lag += v * v
+        e_lag += float(w[n]) * float(w[n])
     best, best_lag = -np.inf, LAG_MAX
     for k in range(n_lags):
         lag = LAG_MAX - k
         if k > 0:  # window moves one sample later: drop its first, add a new last
-            a = float(x[cur - lag - 1])
-            b = float(x[cur - lag + SEG - 1])
+            a = float(w[k - 1])
+            b = float(w[k + SEG - 1])
             e_lag += b * b - a * a
         r = float(acc[k]) / np.sqrt(max(e_lag, 0.0) * e_cur + 1e-12)
         if r > best:
