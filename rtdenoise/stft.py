@@ -415,7 +415,7 @@ class StftAnalyzer:
         self._w = HISTORY + self.cfg.pad  # end of the written samples
         self.frames_out = 0
         #: start of the first frame of the last pop in the buffer
-        self.last_start = HISTORY
+        self._last = np.full(1, HISTORY, np.int64)  # (an array slot: no int kept per pop)
 
     @property
     def available(self) -> int:
@@ -423,17 +423,23 @@ class StftAnalyzer:
         span = self._w - self._r
         return 0 if span < self._nps else (span - self._nps) // self._hop + 1
 
+    @property
+    def last_start(self) -> int:
+        """Start of the first frame of the last pop in the buffer."""
+        return int(self._last[0])
+
     def push(self, x: np.ndarray) -> None:
         """x: float ``[C, n]`` with ``n <= max_push`` -> buffered (no allocation)."""
         n = x.shape[-1]
         if n > self.max_push:
             raise ValueError(f"push at most {self.max_push} samples at a time, got {n}")
         if self._w + n > self._buf.shape[1]:
-            keep = self._w - self._r + HISTORY
-            if keep > self._r - HISTORY:  # would overlap: too many frames were left to pile up
+            lo = self._r - HISTORY  # the kept history's start
+            keep = self._w - lo
+            if keep > lo:  # would overlap: the caller let too many frames pile up
                 raise RuntimeError("StftAnalyzer overfull: pop frames before pushing more")
             for row in self._buf:  # row by row: numpy copies 2-D overlapping-range moves first
-                row[:keep] = row[self._r - HISTORY : self._w]
+                row[:keep] = row[lo : self._w]
             self._r, self._w = HISTORY, keep
         self._buf[:, self._w : self._w + n] = x
         self._w += n
@@ -446,7 +452,7 @@ class StftAnalyzer:
         """
         if m > self.available or m > self.max_frames:
             raise ValueError(f"cannot pop {m} frames ({self.available} available)")
-        self.last_start = self._r
+        self._last[0] = self._r
         if m == 1 and self._split is not None:
             mat, tw = self._split
             wq, y = self._split_work

@@ -132,9 +132,10 @@ class _Core:
         an = self.analyzer
         reads = getattr(self.processor, "needs_samples", False)
         for s in range(0, frames.shape[1], k):
-            blk_in, blk_out = (frames[:, s : s + k], proc[:, kept : kept + k])
-            if not direct:
-                self._blk_in[:] = blk_in
+            if direct:
+                blk_in, blk_out = frames[:, s : s + k], proc[:, kept : kept + k]
+            else:
+                self._blk_in[:] = frames[:, s : s + k]
                 blk_in, blk_out = self._blk_in, self._blk_out
             if reads:
                 self.processor.process(blk_in, blk_out, an._buf, an.last_start + s * self.cfg.hop)

@@ -112,7 +112,9 @@ def test_process_with_out_allocates_nothing() -> None:
     chunk = (0.1 * np.random.default_rng(0).standard_normal((1024, 2))).astype(np.float32)
     out = np.empty_like(chunk)
     kept, peak = held_memory(lambda: d.process(chunk, out=out))
-    assert kept < 2048 and peak < 3072, (kept, peak)
+    # peak: the call's transient Python objects (views, ints; ~3.1 KB, and ~30 bytes more over
+    # 400 calls than over 200), far from a chunk-sized temporary
+    assert kept < 2048 and peak < 4096, (kept, peak)
 
 
 def test_latency_and_repr() -> None:
