@@ -187,10 +187,8 @@ class OnnxBackend:
         self._cur = 0
         self._bound: dict[int, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
         self._views = [NetworkFrame.views(s) for s in self._states]
-        n_grid = self.pitch.n_grid if self.pitch is not None else 1
-        #: the pitch rows of a block (the graph's input) and of one network frame
-        self._pitch_rows = np.zeros((c, MAX_BLOCK_FRAMES, n_grid), np.float32)
-        self._pitch_row = np.zeros((c, n_grid), np.float32)
+        #: the pitch rows of one network frame (the compiled step's input)
+        self._pitch_row = np.zeros((c, self.pitch.n_grid if self.pitch else 1), np.float32)
 
     def _bind(self, k: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         """Preallocated spec/mask for K frames and two IO bindings (one per state parity)."""
@@ -199,7 +197,7 @@ class OnnxBackend:
         c, f = self.channels, self.n_freqs
         spec = np.zeros((c, k, f, 2), np.float32)
         mask = np.zeros((c, k, f), np.float32)
-        pitch = np.ascontiguousarray(self._pitch_rows[:, :k])  # the graph's own copy
+        pitch = np.zeros((c, k, self._pitch_row.shape[1]), np.float32)  # the graph's input
         bindings = []
         for parity in range(2):
             io = self.session.io_binding()
@@ -264,7 +262,7 @@ class OnnxBackend:
         self, spec_ri: np.ndarray, samples: np.ndarray | None, start: int, j: int
     ) -> np.ndarray | None:
         """The pitch rows ``[C, F_c]`` of frame j of the block (None: no pitch channel)."""
-        if self.pitch is None or samples is None:
+        if self.pitch is None:
             return None
         p, hop = self.pitch, self.pitch.hop
         for c in range(spec_ri.shape[0]):

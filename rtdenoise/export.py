@@ -92,28 +92,16 @@ class StreamingStep(nn.Module):
 
 
 class _FlatStep(nn.Module):
-    """ONNX wrapper with flat tensors: ``(spec, *state) -> (mask, *new_state)``."""
+    """ONNX wrapper with flat tensors: ``(spec, *state) -> (mask, *new_state)``; for a model
+    with the pitch channel ``(spec, pitch, *state)``, pitch ``[B, K, F_c]`` (``pitch_frame``)."""
 
     def __init__(self, model: DenoiserNet) -> None:
         super().__init__()
         self.model = model
+        self.pitch = bool(model.cfg.pitch_channel)
 
-    def forward(self, spec: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        mask, new = self.model.step(spec, list(state))
-        return (mask, *new)
-
-
-class _FlatPitchStep(nn.Module):
-    """The same for a model with the pitch channel: ``(spec, pitch, *state) -> (mask, ...)``,
-    pitch ``[B, K, F_c]`` (``pitch_frame``)."""
-
-    def __init__(self, model: DenoiserNet) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, spec: torch.Tensor, pitch: torch.Tensor, *state: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    def forward(self, spec: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pitch, state = (rest[0], rest[1:]) if self.pitch else (None, rest)
         mask, new = self.model.step(spec, list(state), pitch)
         return (mask, *new)
 
@@ -223,10 +211,9 @@ def export_onnx(
     spec = torch.zeros(1, DEFAULT_BLOCK_FRAMES, model.cfg.n_freqs, 2)
     inputs = graph_inputs(model)
     first: tuple[torch.Tensor, ...] = (spec,)
-    step: nn.Module = _FlatStep(model)
     if "pitch" in inputs:
         first = (spec, _pitch_rows(model, DEFAULT_BLOCK_FRAMES))
-        step = _FlatPitchStep(model)
+    step = _FlatStep(model)
     dynamic = {n: {0: "batch", 1: "frames"} for n in inputs + ["mask"]}
     for n in names + outs[1:]:
         dynamic[n] = {0: "batch"}
