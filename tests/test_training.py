@@ -695,6 +695,17 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert bal["data"]["mix"] == {**f40o["data"]["mix"], "speaker_balance": 1.0}
     assert bal["train"] == {**f40o["train"], "steps": 6000} and bal["seed"] != f40o["seed"]
     assert bal["data"] == {**f40o["data"], "mix": bal["data"]["mix"]}
+    # the third widening: stage 22's recipe (the onset variant with w_sisdr 0.09 and w_onset
+    # 6) on the shipped weights widened at the two deepest stages, a new seed, the second
+    # widening's warm-up and a peak lr between it and the fine-tunes', a full schedule
+    w3 = json.loads((cfgs / "rt_wide3.json").read_text())
+    assert w3["loss"] == {**f40o["loss"], "w_sisdr": 0.09, "w_onset": 6.0}
+    assert {**w3["model"], "widths": f40o["model"]["widths"]} == f40o["model"]
+    pairs = zip(w3["model"]["widths"], f40o["model"]["widths"], strict=True)
+    assert all(a >= b for a, b in pairs) and w3["model"]["widths"] != f40o["model"]["widths"]
+    assert w3["data"] == f40o["data"] and w3["seed"] != f40o["seed"]
+    assert w3["optim"] == {**f40o["optim"], "lr": 3e-4, "warmup_steps": 200}
+    assert w3["train"] == {**f40o["train"], "steps": 14000, "init": "runs/wide3_init.pt"}
 
 
 def test_selection_score_follows_train_select():

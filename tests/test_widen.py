@@ -22,9 +22,9 @@ def _spec(b: int, t: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(b, t, CHEAP.n_freqs, 2, generator=g) * 0.05
 
 
-def _trained() -> DenoiserNet:
+def _trained(cfg=CHEAP) -> DenoiserNet:
     torch.manual_seed(0)
-    m = DenoiserNet(CHEAP).train()
+    m = DenoiserNet(cfg).train()
     for p in m.parameters():  # away from the initial values, so that every weight matters
         p.data.add_(0.3 * torch.randn_like(p))
     for _ in range(3):  # BN statistics and codebook leave their initial values
@@ -32,10 +32,13 @@ def _trained() -> DenoiserNet:
     return m.eval()
 
 
-def test_wider_network_computes_the_same_masks_offline_and_streaming():
-    m = _trained()
+@pytest.mark.parametrize("harmonic", [False, True], ids=["plain", "comb-channel"])
+def test_wider_network_computes_the_same_masks_offline_and_streaming(harmonic):
+    # the comb channel is one more raw input the head reads beside the stacked frames
+    cfg = dataclasses.replace(CHEAP, harmonic_channel=harmonic)
+    m = _trained(cfg)
     wide = W.widen(m, [6, 9, 13], jitter=0.3, seed=1)
-    assert wide.cfg == dataclasses.replace(CHEAP, widths=(6, 9, 13))
+    assert wide.cfg == dataclasses.replace(cfg, widths=(6, 9, 13))
     assert sum(p.numel() for p in wide.parameters()) > 1.5 * sum(p.numel() for p in m.parameters())
     spec = _spec(2, 64)
     with torch.no_grad():

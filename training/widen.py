@@ -69,7 +69,9 @@ def widen(model: DenoiserNet, widths: list[int], jitter: float = 0.3, seed: int 
     dec_old = [cfg.widths[i - 1] if i > 0 else cfg.widths[0] for i in range(n - 1, -1, -1)]
     dec_new = [widths[i - 1] if i > 0 else widths[0] for i in range(n - 1, -1, -1)]
     dec = [_grow_map(a, b, gen) for a, b in zip(dec_old, dec_new, strict=True)]
-    ident_in = torch.arange(cfg.frame_stride)
+    # the head also reads the network's raw input channels (the stacked frames, and the comb or
+    # pitch channel where the model has one), unchanged by widening
+    ident_in = torch.arange(old_sd["net.out.weight"].shape[1] - cfg.widths[0])
 
     def cat(*maps: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         off, out = 0, []
@@ -119,7 +121,7 @@ def widen(model: DenoiserNet, widths: list[int], jitter: float = 0.3, seed: int 
         norm(f"net.dec.{k}.norm", dec[k])
         se(f"net.dec.{k}.se", old.dec[k].se, new.dec[k].se, dec[k])
         prev, prev_old = dec[k], dec_old[k]
-    conv("net.out.weight", None, cat(prev, ident_in, sizes=[prev_old, cfg.frame_stride]))
+    conv("net.out.weight", None, cat(prev, ident_in, sizes=[prev_old, len(ident_in)]))
 
     wide.load_state_dict(sd, strict=True)
     return wide.eval()
