@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -85,10 +86,12 @@ def test_budgeted_shards_pick_every_speaker_first_and_keep_the_files(tmp_path):
     assert picks == pack._round_robin(groups, [1] * 6, budget=4, seed=5)
 
 
-def test_gpu_run_script_trains_from_budgeted_shards_without_the_absent_packages(tmp_path):
+@pytest.mark.parametrize("config", ["gpu.json", "gpu_wide3.json"])
+def test_gpu_run_script_trains_from_budgeted_shards_without_the_absent_packages(tmp_path, config):
     """``training/gpu_run.sh`` end to end with a tiny model: it trains from the carried shards
     with every package the GPU image lacks made unimportable, and leaves in OUT what comes back
-    (resume state, losses, snapshots) for the next session to continue from."""
+    (resume state, losses, snapshots) for the next session to continue from; ``CONFIG`` picks
+    the recipe (the shipped network's, or the third widening's)."""
     clean, noise = _corpus(tmp_path / "data")
     pack.pack_budget([clean], [noise], tmp_path / "shards", budget_mb=1)
     block = tmp_path / "block"
@@ -106,6 +109,7 @@ def test_gpu_run_script_trains_from_budgeted_shards_without_the_absent_packages(
         "RUN": str(run),
         "MINUTES": "5",
         "WHEELS": str(tmp_path / "no-wheels"),
+        "CONFIG": f"training/configs/{config}",
     }
     tiny = [
         f"data.shards={tmp_path / 'shards'}",
@@ -146,6 +150,8 @@ def test_gpu_run_script_trains_from_budgeted_shards_without_the_absent_packages(
     assert names == ["avg.pt", "snaps", "snaps/step3.pt", "snaps/step6.pt", "step6.pt"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train"]["workers"] == 2 and cfg["data"]["shards"].endswith("shards")
+    recipe = json.loads((ROOT / "training" / "configs" / config).read_text())
+    assert cfg["loss"] == recipe["loss"] and cfg["seed"] == recipe["seed"]
     # the blocker really blocks: the same interpreter setting cannot import them
     probe = subprocess.run(
         [sys.executable, "-c", "import soxr"], env=env, capture_output=True, text=True

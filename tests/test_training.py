@@ -706,6 +706,14 @@ def test_the_cheap_run_trains_the_ablated_network_with_the_adopted_recipe():
     assert w3["data"] == f40o["data"] and w3["seed"] != f40o["seed"]
     assert w3["optim"] == {**f40o["optim"], "lr": 3e-4, "warmup_steps": 200}
     assert w3["train"] == {**f40o["train"], "steps": 14000, "init": "runs/wide3_init.pt"}
+    # and its GPU recipe: the GPU recipe's batch, schedule and data with this network and loss,
+    # from the widening's committed CPU state (what a lent machine continues)
+    gw3 = json.loads((cfgs / "gpu_wide3.json").read_text())
+    same = {"seed": gpu["seed"], "model": gpu["model"], "loss": gpu["loss"], "train": gpu["train"]}
+    assert {**gw3, **same} == gpu and gw3["seed"] != gpu["seed"]
+    assert gw3["model"] == w3["model"] and gw3["loss"] == w3["loss"]
+    assert gw3["train"] == {**gpu["train"], "init": "training/state/rt_wide3.pt"}
+    assert (cfgs.parent.parent / gw3["train"]["init"]).is_file()
 
 
 def test_selection_score_follows_train_select():

@@ -8,13 +8,16 @@
 # call carries: 64 MiB with the repository), no soundfile, soxr, pesq or pystoi: so no
 # validation there; the snapshots come back and are chosen on val2 here.
 # Settings (environment): MINUTES of training (default 7), OUT (the folder that comes back;
-# default runs/gpu_out), RUN (the run folder, resumable; default runs/gpu), WHEELS (default .whl).
+# default runs/gpu_out), RUN (the run folder, resumable; default runs/gpu), WHEELS (default .whl),
+# CONFIG (default training/configs/gpu.json, the shipped network; training/configs/gpu_wide3.json
+# trains the third widening from its committed CPU state).
 # Further arguments are overrides for python -m training.train (e.g. train.batch_size=256).
 set -uo pipefail
 OUT=${OUT:-runs/gpu_out}
 RUN=${RUN:-runs/gpu}
 MINUTES=${MINUTES:-7}
 WHEELS=${WHEELS:-.whl}
+CONFIG=${CONFIG:-training/configs/gpu.json}
 mkdir -p "$OUT" "$RUN"
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
     site=$(mktemp -d)
@@ -25,7 +28,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } \
     >"$OUT/machine.txt" 2>&1
-python3 -m training.train --config training/configs/gpu.json --out "$RUN" \
+python3 -m training.train --config "$CONFIG" --out "$RUN" \
     --max-minutes "$MINUTES" "$@" >"$OUT/train.log" 2>&1
 status=$?
 # what comes back (at most 8 files of 16 MiB): the resume state, the losses, and in one tar the
